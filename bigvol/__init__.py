@@ -1,0 +1,10 @@
+"""bigvol: out-of-core FIB-SEM segmentation and structure metrics of battery electrodes.
+
+The public API (DESIGN.md) is re-exported here. Importing bigvol has no side effects and
+does not import PyTorch (the segmentation model imports it when first used).
+"""
+
+from ._version import __version__
+from . import errors, store
+
+__all__ = ["__version__", "errors", "store"]

@@ -1,0 +1,380 @@
+"""The run store: one Zarr v3 group per run.
+
+Layout (see DESIGN.md)::
+
+    run.zarr/
+      raw, normalized, segmentation   (z, y, x) arrays
+      probabilities                   (c, z, y, x) float16, optional
+      labels/<phase>                  connected components, optional
+
+Every array carries ``{"bigvol": {"complete": bool, ...}}`` in its attributes. An array is
+created with ``complete = False`` and marked complete only after its last chunk is written,
+so an interrupted write never leaves an array that looks finished (:meth:`Run.array` refuses
+incomplete arrays unless asked).
+
+The root group carries
+
+- ``voxel_size``: nanometres ``(z, y, x)`` or ``None`` when unknown,
+- ``phases``: the phase names, index = phase code (``0 = pore, 1 = solid electrolyte,
+  2 = active material`` by default),
+- ``bigvol_stages``: per stage, the provenance record ``{parameters, fingerprint, version,
+  completed_at, outputs}``, written last,
+- ``ome``: OME-Zarr (NGFF 0.5) ``multiscales`` metadata, one entry per image array, with the
+  voxel size as the level-0 scale in micrometres, so napari / Fiji / neuroglancer open them.
+
+The store is the only place that does I/O with Zarr; stages stay lazy functions of dask
+arrays.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from ._version import __version__
+from .errors import BigvolError
+
+DEFAULT_PHASES = ("pore", "solid electrolyte", "active material")
+UNLABELLED = 255
+IMAGE_ARRAYS = ("raw", "normalized", "segmentation")
+
+
+class StoreError(BigvolError, RuntimeError):
+    """A run store that is missing, incomplete or not written by bigvol."""
+
+
+def default_compressor(level: int = 3):
+    """Blosc-zstd with bit shuffling: fast, multithreaded, and small on phase codes."""
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (parameters, upstream fingerprints, version)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=_jsonable).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, os.PathLike)):
+        return os.fspath(o)
+    if isinstance(o, (tuple, set, frozenset)):
+        return list(o)
+    raise TypeError(f"not JSON-serializable: {type(o).__name__}")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Run:
+    """A bigvol run store (a Zarr v3 group on disk).
+
+    Examples
+    --------
+    >>> run = Run.create("run.zarr", voxel_size=(50, 30, 30))       # doctest: +SKIP
+    >>> run.write("raw", image)                                      # doctest: +SKIP
+    >>> run.read("raw")                                               # doctest: +SKIP
+    dask.array<...>
+    """
+
+    def __init__(self, group: zarr.Group, path: Path):
+        self.group = group
+        self.path = Path(path)
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        voxel_size: Sequence[float] | None = None,
+        phases: Sequence[str] = DEFAULT_PHASES,
+        exist_ok: bool = True,
+    ) -> "Run":
+        """Create a run store, or open it when it exists and ``exist_ok``.
+
+        An existing store not written by bigvol is refused (it is never overwritten).
+        """
+        path = Path(path)
+        if path.exists():
+            if not exist_ok:
+                raise StoreError(f"{path} already exists")
+            run = cls.open(path, mode="r+")
+            if voxel_size is not None:
+                run.voxel_size = voxel_size
+            return run
+        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        group.attrs.update(
+            {
+                "bigvol": {"version": __version__, "created_at": _now()},
+                "voxel_size": _check_voxel_size(voxel_size),
+                "phases": list(phases),
+                "bigvol_stages": {},
+            }
+        )
+        return cls(group, path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> "Run":
+        """Open an existing run store (read-only by default)."""
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"no run store at {path}")
+        try:
+            group = zarr.open_group(str(path), mode=mode)
+        except Exception as e:  # zarr raises several types for "not a group"
+            raise StoreError(f"{path} is not a Zarr group: {e}") from None
+        if "bigvol" not in group.attrs:
+            raise StoreError(
+                f"{path} is a Zarr group but not a bigvol run store (no 'bigvol' attribute); "
+                "refusing to write into a store made by another program"
+            )
+        return cls(group, path)
+
+    # -- metadata ------------------------------------------------------------------------
+    @property
+    def voxel_size(self) -> tuple[float, float, float] | None:
+        vs = self.group.attrs.get("voxel_size")
+        return None if vs is None else tuple(float(v) for v in vs)
+
+    @voxel_size.setter
+    def voxel_size(self, value):
+        self.group.attrs["voxel_size"] = _check_voxel_size(value)
+        self._write_ome()
+
+    @property
+    def phases(self) -> list[str]:
+        return list(self.group.attrs.get("phases", DEFAULT_PHASES))
+
+    @property
+    def stages(self) -> dict[str, dict]:
+        return dict(self.group.attrs.get("bigvol_stages", {}))
+
+    def stage(self, name: str) -> dict | None:
+        """The provenance record of a completed stage, or None."""
+        return self.stages.get(name)
+
+    def record_stage(
+        self,
+        name: str,
+        *,
+        parameters: Mapping[str, Any],
+        fingerprint: str,
+        outputs: Sequence[str] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict:
+        """Record that a stage completed. Call it last, after every output is written."""
+        rec = {
+            "parameters": json.loads(json.dumps(dict(parameters), default=_jsonable)),
+            "fingerprint": fingerprint,
+            "version": __version__,
+            "completed_at": _now(),
+            "outputs": list(outputs),
+        }
+        if extra:
+            rec.update(json.loads(json.dumps(dict(extra), default=_jsonable)))
+        stages = self.stages
+        stages[name] = rec
+        self.group.attrs["bigvol_stages"] = stages
+        return rec
+
+    def forget_stage(self, name: str) -> None:
+        stages = self.stages
+        if stages.pop(name, None) is not None:
+            self.group.attrs["bigvol_stages"] = stages
+
+    # -- arrays --------------------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.group[name]
+        except KeyError:
+            return False
+        return True
+
+    def create_array(
+        self,
+        name: str,
+        *,
+        shape: Sequence[int],
+        dtype,
+        chunks: Sequence[int],
+        dimension_names: Sequence[str] | None = None,
+        fill_value=0,
+        compressor=None,
+        attrs: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+    ) -> zarr.Array:
+        """Create (or replace) an array, marked incomplete until :meth:`mark_complete`."""
+        shape = tuple(int(s) for s in shape)
+        chunks = tuple(min(int(c), max(s, 1)) for c, s in zip(chunks, shape))
+        if dimension_names is None:
+            dimension_names = ("c", "z", "y", "x")[-len(shape):] if len(shape) <= 4 else None
+        arr = self.group.create_array(
+            name,
+            shape=shape,
+            dtype=np.dtype(dtype),
+            chunks=chunks,
+            compressors=compressor or default_compressor(),
+            fill_value=fill_value,
+            dimension_names=dimension_names,
+            overwrite=overwrite,
+        )
+        meta = {"complete": False, "created_at": _now()}
+        arr.attrs.update({"bigvol": meta, **dict(attrs or {})})
+        return arr
+
+    def mark_complete(self, name: str, **info) -> None:
+        arr = self.group[name]
+        meta = dict(arr.attrs.get("bigvol", {}))
+        meta.update(info, complete=True, completed_at=_now())
+        arr.attrs["bigvol"] = meta
+        if name in IMAGE_ARRAYS or name.startswith("labels/"):
+            self._write_ome()
+
+    def is_complete(self, name: str) -> bool:
+        return name in self and bool(self.group[name].attrs.get("bigvol", {}).get("complete"))
+
+    def zarr_array(self, name: str, *, allow_incomplete: bool = False) -> zarr.Array:
+        if name not in self:
+            raise StoreError(f"{self.path} has no array {name!r}")
+        arr = self.group[name]
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(f"{self.path}/{name} is a group, not an array")
+        if not allow_incomplete and not arr.attrs.get("bigvol", {}).get("complete"):
+            raise StoreError(
+                f"{self.path}/{name} is incomplete (its stage was interrupted or failed); "
+                "run the stage again"
+            )
+        return arr
+
+    def read(self, name: str, *, allow_incomplete: bool = False) -> da.Array:
+        """The array as a lazy dask array with the store's chunks."""
+        arr = self.zarr_array(name, allow_incomplete=allow_incomplete)
+        return da.from_zarr(arr)
+
+    def write(
+        self,
+        name: str,
+        data: da.Array | np.ndarray,
+        *,
+        chunks: Sequence[int] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        compute_kwargs: Mapping[str, Any] | None = None,
+    ) -> zarr.Array:
+        """Stream a dask array into the store chunk by chunk, then mark it complete.
+
+        The dask array is rechunked to the store's chunks first: concurrent partial writes
+        into one Zarr chunk from several tasks lose data.
+        """
+        data = data if isinstance(data, da.Array) else da.from_array(data)
+        chunks = tuple(chunks) if chunks is not None else tuple(c[0] for c in data.chunks)
+        arr = self.create_array(
+            name, shape=data.shape, dtype=data.dtype, chunks=chunks, attrs=attrs
+        )
+        data = data.rechunk(arr.chunks)
+        da.store(data, arr, lock=False, compute=True, **dict(compute_kwargs or {}))
+        self.mark_complete(name)
+        return arr
+
+    # -- OME-Zarr ------------------------------------------------------------------------
+    def _write_ome(self) -> None:
+        """Write NGFF 0.5 ``multiscales`` (one per image array) on the root group."""
+        vs = self.voxel_size
+        scale_um = [v / 1000.0 for v in vs] if vs is not None else [1.0, 1.0, 1.0]
+        unit = "micrometer" if vs is not None else None
+        axes = [
+            {"name": ax, "type": "space", **({"unit": unit} if unit else {})}
+            for ax in ("z", "y", "x")
+        ]
+        multiscales = []
+        for name in IMAGE_ARRAYS:
+            if self.is_complete(name) and self.group[name].ndim == 3:
+                multiscales.append(
+                    {
+                        "name": name,
+                        "axes": axes,
+                        "datasets": [
+                            {
+                                "path": name,
+                                "coordinateTransformations": [
+                                    {"type": "scale", "scale": scale_um}
+                                ],
+                            }
+                        ],
+                    }
+                )
+        ome = {"version": "0.5", "multiscales": multiscales}
+        self.group.attrs["ome"] = ome
+
+    # -- summary -------------------------------------------------------------------------
+    def info(self) -> dict:
+        """Shape, dtype, chunks, completeness and size on disk of every array; stages."""
+        arrays = {}
+
+        def visit(group, prefix=""):
+            for key, node in sorted(group.members()):
+                full = f"{prefix}{key}"
+                if isinstance(node, zarr.Array):
+                    arrays[full] = {
+                        "shape": list(node.shape),
+                        "dtype": str(node.dtype),
+                        "chunks": list(node.chunks),
+                        "complete": bool(node.attrs.get("bigvol", {}).get("complete")),
+                        "bytes_on_disk": _du(self.path / full),
+                    }
+                else:
+                    visit(node, full + "/")
+
+        visit(self.group)
+        return {
+            "path": str(self.path),
+            "voxel_size_nm": self.voxel_size,
+            "phases": self.phases,
+            "arrays": arrays,
+            "bytes_on_disk": _du(self.path),
+            "stages": {k: v.get("completed_at") for k, v in self.stages.items()},
+        }
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def _check_voxel_size(vs) -> list[float] | None:
+    if vs is None or vs == "unknown":
+        return None
+    try:
+        out = [float(v) for v in vs]
+    except (TypeError, ValueError):
+        raise ValueError(f"voxel_size must be three numbers (z, y, x) in nm, got {vs!r}") from None
+    if len(out) != 3 or not all(np.isfinite(v) and v > 0 for v in out):
+        raise ValueError(f"voxel_size must be three positive numbers (z, y, x) in nm, got {vs!r}")
+    return out
+
+
+def open_run(path, mode: str = "r") -> Run:
+    """Open an existing run store."""
+    return Run.open(path, mode=mode)
