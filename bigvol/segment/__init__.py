@@ -1,0 +1,3 @@
+"""Segmentation: the multi-Otsu threshold baseline and the SegNet model (train / predict)."""
+
+__all__: list[str] = []
