@@ -6,5 +6,6 @@ does not import PyTorch (the segmentation model imports it when first used).
 
 from ._version import __version__
 from . import errors, store
+from . import evaluate, segment
 
-__all__ = ["__version__", "errors", "store"]
+__all__ = ["__version__", "errors", "store", "evaluate", "segment"]

@@ -1,3 +1,5 @@
 """Segmentation: the multi-Otsu threshold baseline and the SegNet model (train / predict)."""
 
-__all__: list[str] = []
+from .threshold import threshold
+
+__all__: list[str] = ["threshold"]
