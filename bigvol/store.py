@@ -275,21 +275,72 @@ class Run:
         *,
         chunks: Sequence[int] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        fingerprint: str | None = None,
+        resume: bool = True,
         compute_kwargs: Mapping[str, Any] | None = None,
     ) -> zarr.Array:
         """Stream a dask array into the store chunk by chunk, then mark it complete.
 
-        The dask array is rechunked to the store's chunks first: concurrent partial writes
-        into one Zarr chunk from several tasks lose data.
+        The dask array is rechunked to the store's chunks first (concurrent partial writes
+        into one Zarr chunk from several tasks lose data). Each task writes one chunk and
+        then sets that chunk's flag in ``_progress/<name>``; completion is recorded last.
+
+        Resuming: when ``resume`` and an *incomplete* array of the same name, shape, dtype,
+        chunks and ``fingerprint`` exists (an interrupted earlier write of the same
+        computation), only the chunks whose flag is not set are computed and written. As
+        every chunk is a deterministic function of the inputs, the result is identical to an
+        uninterrupted write.
         """
         data = data if isinstance(data, da.Array) else da.from_array(data)
         chunks = tuple(chunks) if chunks is not None else tuple(c[0] for c in data.chunks)
-        arr = self.create_array(
-            name, shape=data.shape, dtype=data.dtype, chunks=chunks, attrs=attrs
-        )
+        chunks = tuple(min(int(c), max(s, 1)) for c, s in zip(chunks, data.shape))
+        progress_name = f"_progress/{name}"
+        arr = None
+        if resume and name in self and progress_name in self:
+            old = self.group[name]
+            meta = old.attrs.get("bigvol", {})
+            if (
+                not meta.get("complete")
+                and fingerprint is not None
+                and meta.get("fingerprint") == fingerprint
+                and tuple(old.shape) == tuple(data.shape)
+                and old.dtype == data.dtype
+                and tuple(old.chunks) == chunks
+            ):
+                arr = old
+                flags = self.group[progress_name]
+        if arr is None:
+            arr = self.create_array(
+                name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                attrs=attrs, dimension_names=None,
+            )
+            if fingerprint is not None:
+                meta = dict(arr.attrs["bigvol"])
+                meta["fingerprint"] = fingerprint
+                arr.attrs["bigvol"] = meta
+            grid = tuple(len(c) for c in da.core.normalize_chunks(arr.chunks, arr.shape))
+            flags = self.group.create_array(
+                progress_name, shape=grid, dtype=np.uint8, chunks=(1,) * len(grid),
+                fill_value=0, overwrite=True, compressors=None,
+            )
         data = data.rechunk(arr.chunks)
-        da.store(data, arr, lock=False, compute=True, **dict(compute_kwargs or {}))
+        done = flags[...].astype(bool)
+        todo = [idx for idx in np.ndindex(done.shape) if not done[idx]]
+        if todo:
+            writes = data.map_blocks(
+                _write_block, arr, flags, block_info=True, dtype=np.uint8,
+                chunks=tuple((1,) * len(c) for c in data.chunks),
+                meta=np.empty((0,) * data.ndim, dtype=np.uint8),
+            )
+            # only the keys of unfinished chunks: the array optimizer culls the graph to them
+            keys = [(writes.name, *idx) for idx in todo]
+            from dask.base import compute_as_if_collection
+
+            compute_as_if_collection(
+                da.Array, writes.__dask_graph__(), keys, **dict(compute_kwargs or {})
+            )
         self.mark_complete(name)
+        del self.group[progress_name]
         return arr
 
     # -- OME-Zarr ------------------------------------------------------------------------
@@ -330,6 +381,8 @@ class Run:
         def visit(group, prefix=""):
             for key, node in sorted(group.members()):
                 full = f"{prefix}{key}"
+                if full.startswith("_progress"):
+                    continue
                 if isinstance(node, zarr.Array):
                     arrays[full] = {
                         "shape": list(node.shape),
@@ -350,6 +403,15 @@ class Run:
             "bytes_on_disk": _du(self.path),
             "stages": {k: v.get("completed_at") for k, v in self.stages.items()},
         }
+
+
+def _write_block(block, target, flags, block_info=None):
+    """Write one chunk, then flag it done (one flag per Zarr chunk, so no shared chunk)."""
+    loc = block_info[0]["array-location"]
+    target[tuple(slice(a, b) for a, b in loc)] = block
+    idx = tuple(block_info[0]["chunk-location"])
+    flags[idx] = 1
+    return np.ones((1,) * block.ndim, dtype=np.uint8)
 
 
 def _du(path: Path) -> int:

@@ -1,0 +1,243 @@
+"""Run configuration: YAML files under ``configs/`` validated into typed sections.
+
+Every section maps onto the arguments of one stage function, so a config key means what
+the function's keyword means. Unknown keys and bad values are refused with a message that
+names the key (``segment.tile``) and the allowed values.
+
+Command-line overrides use dotted keys: ``--set segment.method=threshold``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PhantomConfig(_Section):
+    """Generate the input instead of reading it: ``bigvol.synth.phantom(shape, seed, **params)``."""
+
+    shape: tuple[int, int, int] = (64, 512, 512)
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class InputConfig(_Section):
+    """``bigvol.ingest(source, ...)``, or a phantom when ``phantom`` is given."""
+
+    source: str | None = None
+    phantom: PhantomConfig | None = None
+    voxel_size: tuple[float, float, float] | None = None
+    chunks: tuple[int, int, int] | None = None
+    allow_gaps: bool = False
+
+
+class AlignConfig(_Section):
+    enabled: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DestripeConfig(_Section):
+    enabled: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class NormalizeConfig(_Section):
+    """``bigvol.normalize.match_histograms(stack, reference=..., method=...)``."""
+
+    enabled: bool = True
+    method: Literal["histogram", "percentile"] = "histogram"
+    reference: int | tuple[int, int] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    """``bigvol.segment.train`` on labelled slices of the run.
+
+    ``labels``: ``"truth"`` (the phantom's ground truth array in the run store) or a path
+    of label images (TIFF/PNG, 255 = unlabelled), one per entry of ``slices``.
+    """
+
+    labels: str = "truth"
+    slices: list[int] | None = None
+    n_slices: int = Field(4, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SegmentConfig(_Section):
+    """``bigvol.segment.predict(stack, model, tile=..., overlap=..., device=...)``."""
+
+    method: Literal["segnet", "threshold"] = "segnet"
+    model: str | None = None
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tile: int | None = None
+    overlap: int | None = None
+    device: str = "auto"
+    probabilities: bool = False
+    baseline: bool = True
+
+
+class TortuosityConfig(_Section):
+    enabled: bool = True
+    phases: list[int] = Field(default_factory=lambda: [1])
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AnalyzeConfig(_Section):
+    """The structure metrics (``bigvol.metrics``)."""
+
+    axis: int = Field(1, ge=0, le=2)
+    connectivity: Literal[6, 18, 26] = 26
+    faces: Literal["both", "either", "low", "high"] = "both"
+    thickness_phases: list[int] = Field(default_factory=lambda: [1, 0, 2])
+    tortuosity: TortuosityConfig = Field(default_factory=TortuosityConfig)
+    interfaces: bool = True
+    write_labels: bool = False
+
+
+class ReportConfig(_Section):
+    enabled: bool = True
+
+
+class ComputeConfig(_Section):
+    """Where it runs (``bigvol.cluster.compute_context``)."""
+
+    scheduler: str = "threads"
+    workers: int | None = Field(None, ge=1)
+    threads_per_worker: int | None = Field(None, ge=1)
+    memory_limit: str | int | None = None
+    memory_budget: str | int | None = None
+    chunks: tuple[int, int, int] = (32, 256, 256)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v):
+        from .cluster import validate_scheduler
+
+        try:
+            return validate_scheduler(v)
+        except ConfigError as e:
+            raise ValueError(str(e).split(": ", 1)[-1]) from None
+
+
+class Config(_Section):
+    """The whole pipeline (``bigvol.run``)."""
+
+    run: str
+    input: InputConfig = Field(default_factory=InputConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    destripe: DestripeConfig = Field(default_factory=DestripeConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(Config, e["loc"][:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "?"
+            lines.append(f"unknown key {key!r} (allowed here: {allowed})")
+        elif e["type"] == "literal_error":
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+        elif e["type"] == "missing":
+            lines.append(f"missing required key {key!r}")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def _model_at(model, loc):
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        sub = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _set_dotted(d: dict, key: str, value) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {key}: {p!r} is not a section")
+    d[parts[-1]] = value
+
+
+def parse_overrides(items) -> dict:
+    """``["segment.method=threshold", "compute.workers=2"]`` -> nested dict (YAML values)."""
+    out: dict = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(value))
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(source, overrides: dict | None = None) -> Config:
+    """Validate a config from a YAML path, a dict or a Config, applying overrides.
+
+    A relative ``run`` or ``input.source`` path in a YAML file is taken relative to the
+    current directory (where the command runs), as on the command line.
+    """
+    if isinstance(source, Config):
+        data, name = source.model_dump(), "(object)"
+    elif isinstance(source, dict):
+        data, name = dict(source), "(dict)"
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+    data = _merge(data, overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, name)) from None
+
+
+def config_path(name: str) -> Path:
+    """A config shipped in ``configs/`` (``demo``, ``workstation``, ``cluster``) or a path."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    here = Path(__file__).resolve().parent / "configs" / f"{name}.yaml"
+    return here if here.exists() else p
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+__all__ = ["Config", "load_config", "parse_overrides", "dump_config"]
