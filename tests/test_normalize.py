@@ -1,0 +1,221 @@
+"""bigvol.normalize: exact histogram matching vs scikit-image, percentile mapping, drift."""
+
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage
+from skimage.exposure import match_histograms as sk_match
+
+from bigvol import normalize as N
+from bigvol.errors import InputError
+
+CHUNKINGS = [
+    (1, 24, 19),  # one slice per chunk, whole slices
+    (3, 7, 5),  # several slices per chunk, slices split into many uneven xy blocks
+    (2, 1, 19),  # size-1 chunks along y
+    (9, 24, 19),  # one chunk
+]
+
+
+def _drift_stack(dtype, n=9, shape=(24, 19), seed=0):
+    """Three phases with per-slice gain/offset drift and noise (values within dtype)."""
+    rng = np.random.default_rng(seed)
+    top = 255 if dtype == np.uint8 else 4095
+    field = ndimage.gaussian_filter(rng.normal(size=(n,) + shape), (0, 1.5, 1.5))
+    # The same phase fractions (0.3, 0.3, 0.4) in every slice.
+    phases = np.stack([np.digitize(f, np.quantile(f, [0.3, 0.6])) for f in field])
+    levels = np.array([0.15, 0.45, 0.8]) * top
+    gain = np.linspace(0.7, 1.1, n)[:, None, None]
+    offset = np.linspace(0.05, -0.05, n)[:, None, None] * top
+    # Detector gain drift scales signal and noise alike; the offset drifts too.
+    img = (levels[phases] + rng.normal(0, 0.04 * top, phases.shape)) * gain + offset
+    return np.clip(np.rint(img), 0, top).astype(dtype), phases
+
+
+def _sk_reference(stack, ref):
+    ref = ref if ref.ndim == 3 else ref[None]
+    return np.stack(
+        [np.rint(sk_match(s[None], ref)[0]).astype(stack.dtype) for s in stack]
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_histogram_matching_equals_skimage_per_slice(dtype, chunks):
+    s, _ = _drift_stack(dtype)
+    out = N.match_histograms(da.from_array(s, chunks=chunks)).compute()
+    assert out.dtype == s.dtype
+    np.testing.assert_array_equal(out, _sk_reference(s, s[s.shape[0] // 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_reference_index_and_pooled_range_equal_skimage(dtype):
+    s, _ = _drift_stack(dtype, seed=1)
+    x = da.from_array(s, chunks=(2, 10, 8))
+    np.testing.assert_array_equal(
+        N.match_histograms(x, reference=-2).compute(), _sk_reference(s, s[-2])
+    )
+    np.testing.assert_array_equal(
+        N.match_histograms(x, reference=(2, 6)).compute(), _sk_reference(s, s[2:6])
+    )
+
+
+def test_full_uint16_range_is_exact():
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 65536, size=(4, 16, 16), dtype=np.uint16)
+    s[1] //= 3
+    out = N.match_histograms(da.from_array(s, chunks=(3, 5, 16)), reference=0).compute()
+    np.testing.assert_array_equal(out, _sk_reference(s, s[0]))
+
+
+def test_zarr_input_is_read_twice_and_never_modified(tmp_path):
+    s, _ = _drift_stack(np.uint8)
+    z = zarr.create_array(tmp_path / "raw.zarr", shape=s.shape, chunks=(2, 12, 10), dtype=s.dtype)
+    z[:] = s
+    calls = []
+    lock = threading.Lock()
+
+    def count(block):
+        if block.size:  # not dask's meta probe
+            with lock:
+                calls.append(block.shape)
+        return block
+
+    x = da.from_zarr(z).map_blocks(count, dtype=s.dtype)
+    out = N.match_histograms(x, method="histogram").compute()
+    np.testing.assert_array_equal(out, _sk_reference(s, s[s.shape[0] // 2]))
+    # One histogram pass and one mapping pass over the input chunks, no re-runs.
+    assert len(calls) == 2 * x.npartitions
+    np.testing.assert_array_equal(z[:], s)
+
+
+def test_histograms_and_statistics_are_exact():
+    s, _ = _drift_stack(np.uint16, seed=2)
+    x = da.from_array(s, chunks=(4, 5, 7))
+    h = N.slice_histograms(x).compute()
+    assert h.shape == (s.shape[0], 65536)
+    for z in range(s.shape[0]):
+        np.testing.assert_array_equal(h[z], np.bincount(s[z].ravel(), minlength=65536))
+    st = dask.compute(N.slice_statistics(x, percentiles=(1, 37.5, 99)))[0]
+    np.testing.assert_allclose(st["mean"], s.mean(axis=(1, 2)))
+    np.testing.assert_allclose(st["std"], s.std(axis=(1, 2)))
+    for q in (1, 37.5, 99):
+        np.testing.assert_allclose(st[f"p{q:g}"], np.percentile(s, q, axis=(1, 2)))
+    # Statistics after normalization, derived from histograms and LUTs, equal those of the output.
+    luts = N.lookup_tables(x, method="percentile", smooth=3)
+    out = N.apply_lookup_tables(x, luts).compute()
+    after = dask.compute(N.slice_statistics(x, luts=luts, histograms=h))[0]
+    np.testing.assert_allclose(after["mean"], out.mean(axis=(1, 2)))
+    np.testing.assert_allclose(after["p99"], np.percentile(out, 99, axis=(1, 2)))
+
+
+def test_percentile_method_maps_percentiles_onto_reference():
+    s, _ = _drift_stack(np.uint8, n=7)
+    x = da.from_array(s, chunks=(3, 11, 19))
+    out = N.match_histograms(x, method="percentile", percentiles=(2, 98), reference=0).compute()
+    p = np.percentile(s, [2, 98], axis=(1, 2)).T
+    for z in range(s.shape[0]):
+        gain = (p[0, 1] - p[0, 0]) / (p[z, 1] - p[z, 0])
+        expect = np.clip(np.rint(p[0, 0] + (s[z].astype(float) - p[z, 0]) * gain), 0, 255)
+        np.testing.assert_array_equal(out[z], expect.astype(np.uint8))
+    # Chunking does not matter.
+    one = N.match_histograms(
+        da.from_array(s, chunks=-1), method="percentile", percentiles=(2, 98), reference=0
+    ).compute()
+    np.testing.assert_array_equal(out, one)
+
+
+@pytest.mark.parametrize("method", ["histogram", "percentile"])
+def test_smoothing_is_a_running_median_of_the_mapping(method):
+    s, _ = _drift_stack(np.uint8, n=11, seed=4)
+    s[5] = np.clip(s[5].astype(int) + 60, 0, 255).astype(np.uint8)  # one odd slice
+    ref = N.lookup_tables(da.from_array(s, chunks=-1), method=method).compute()
+    if method == "histogram":
+        expect = ndimage.median_filter(ref, size=(5, 1), mode="nearest")
+    else:
+        p = np.percentile(s, [1, 99], axis=(1, 2)).T
+        pm = ndimage.median_filter(p, size=(5, 1), mode="nearest")
+        r = np.percentile(s[5], [1, 99])
+        v = np.arange(256.0)
+        expect = np.stack(
+            [np.clip(np.rint(r[0] + (v - lo) * (r[1] - r[0]) / (hi - lo)), 0, 255) for lo, hi in pm]
+        ).astype(np.uint8)
+    for chunks in [(1, 24, 19), (4, 7, 19), (11, 24, 19)]:
+        got = N.lookup_tables(da.from_array(s, chunks=chunks), method=method, smooth=5).compute()
+        np.testing.assert_array_equal(got, expect)
+
+
+@pytest.mark.parametrize("method", ["histogram", "percentile"])
+def test_drift_of_phase_means_drops_5x(method):
+    s, phases = _drift_stack(np.uint8, n=15, shape=(48, 48), seed=5)
+
+    def spread(img):
+        out = []
+        for k in range(3):
+            means = np.array([img[z][phases[z] == k].mean() for z in range(img.shape[0])])
+            out.append(means.std() / means.mean())
+        return np.array(out)
+
+    out = N.match_histograms(da.from_array(s, chunks=(4, 20, 48)), method=method).compute()
+    before, after = spread(s.astype(float)), spread(out.astype(float))
+    assert np.all(after * 5 <= before), (before, after)
+
+
+def test_percentile_method_keeps_fraction_gradient_histogram_flattens_it():
+    rng = np.random.default_rng(6)
+    n, shape = 12, (64, 64)
+    field = ndimage.gaussian_filter(rng.normal(size=(n,) + shape), (0, 2, 2))
+    # Bright-phase fraction grows from 0.2 to 0.6 along z; the rest split in two phases.
+    frac = np.linspace(0.2, 0.6, n)
+    phases = np.empty(field.shape, np.int64)
+    for z in range(n):
+        t_am = np.quantile(field[z], 1 - frac[z])
+        t_pore = np.quantile(field[z], (1 - frac[z]) * 0.4)
+        phases[z] = np.where(field[z] > t_am, 2, np.where(field[z] > t_pore, 1, 0))
+    gain = np.linspace(0.8, 1.1, n)[:, None, None]
+    img = np.array([40.0, 110.0, 200.0])[phases] * gain + rng.normal(0, 6, phases.shape)
+    s = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    x = da.from_array(s, chunks=(5, 32, 64))
+
+    def am_fraction(out):
+        # Threshold at the middle of the reference slice's two upper gray levels.
+        t = 0.5 * (110 + 200) * gain[n // 2, 0, 0]
+        return (out > t).mean(axis=(1, 2))
+
+    true = (phases == 2).mean(axis=(1, 2))
+    pct = am_fraction(N.match_histograms(x, method="percentile").compute())
+    hist = am_fraction(N.match_histograms(x, method="histogram").compute())
+    assert np.abs(pct - true).max() < 0.03
+    assert pct[-1] - pct[0] > 0.35
+    assert hist[-1] - hist[0] < 0.05  # histogram matching forces the reference's fractions
+
+
+def test_bad_input_errors():
+    s, _ = _drift_stack(np.uint8, n=5)
+    x = da.from_array(s, chunks=2)
+    with pytest.raises(InputError, match="reference slice 5 is outside the stack .*5 slices"):
+        N.match_histograms(x, reference=5)
+    with pytest.raises(InputError, match="reference slice -6"):
+        N.match_histograms(x, reference=-6)
+    with pytest.raises(InputError, match=r"reference range \(3, 3\) is empty"):
+        N.match_histograms(x, reference=(3, 3))
+    with pytest.raises(InputError, match=r"reference range \(2, 9\) is outside"):
+        N.match_histograms(x, reference=(2, 9))
+    with pytest.raises(InputError, match="dtype float32.*unsigned integer"):
+        N.match_histograms(x.astype(np.float32))
+    with pytest.raises(InputError, match="dtype int16"):
+        N.match_histograms(x.astype(np.int16))
+    with pytest.raises(InputError, match="3-D"):
+        N.match_histograms(x[0])
+    with pytest.raises(InputError, match="empty"):
+        N.match_histograms(x[:0])
+    with pytest.raises(InputError, match="method must be one of"):
+        N.match_histograms(x, method="clahe")
+    with pytest.raises(InputError, match="percentiles"):
+        N.match_histograms(x, method="percentile", percentiles=(99, 1))
+    with pytest.raises(InputError, match="smooth must be an odd"):
+        N.match_histograms(x, smooth=4)
