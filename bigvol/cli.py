@@ -65,8 +65,154 @@ def _cmd_info(args) -> int:
     return 0
 
 
+# -- ingest -------------------------------------------------------------------------------
+def _size_or_auto(text: str):
+    if text.lower() in ("auto", "-"):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return v
+
+
+def _add_ingest(sub) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="copy a folder of TIFF slices, a multi-page TIFF or a Zarr array into a run store",
+    )
+    p.add_argument("source", help="folder of TIFF slices, multi-page TIFF, or Zarr array path")
+    p.add_argument("run", help="run store to write (created if missing), e.g. run.zarr")
+    p.add_argument(
+        "--voxel-size", nargs=3, type=_size_or_auto, metavar=("Z", "Y", "X"), default=None,
+        help="voxel size in nm (z = milling step, y, x = pixel size); overrides the files' "
+        "metadata; 'auto' takes that entry from the files",
+    )
+    p.add_argument("--chunks", nargs=3, type=int, metavar=("Z", "Y", "X"), default=None,
+                   help="chunks of the array (default 32 512 512, clipped to the shape)")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="accept gaps in the slice numbering of a folder")
+    p.add_argument("--name", default="raw", help="array name in the store (default raw)")
+    p.set_defaults(func=_cmd_ingest)
+
+
+def _cmd_ingest(args) -> int:
+    import math
+    import time
+
+    from .ingest import ingest
+    from .store import Run
+
+    t0 = time.perf_counter()
+    arr = ingest(args.source, args.run, chunks=args.chunks, voxel_size=args.voxel_size,
+                 allow_gaps=args.allow_gaps, name=args.name)
+    dt = time.perf_counter() - t0
+    run = Run.open(args.run)
+    vs = run.voxel_size
+    rec = run.stage("ingest" if args.name == "raw" else f"ingest:{args.name}") or {}
+    vs_text = "unknown" if vs is None else " x ".join(f"{v:g}" for v in vs) + " nm"
+    if vs is not None and rec.get("voxel_size_origin"):
+        vs_text += f" ({rec['voxel_size_origin']})"
+    n = math.prod(arr.shape)
+    print(
+        f"ingested {args.source} -> {args.run}/{args.name}: {tuple(arr.shape)} {arr.dtype}, "
+        f"chunks {tuple(arr.chunks)}, voxel size {vs_text}, {dt:.1f} s "
+        f"({n / max(dt, 1e-9) / 1e6:.1f} MVx/s)"
+    )
+    return 0
+
+
+
+# -- run / demo / analyze (the pipeline) ----------------------------------------------------
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run the whole method from a YAML config (resumable)")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--scheduler", default=None,
+                   help="threads | processes | ADDRESS of a Dask scheduler (overrides compute.scheduler)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set segment.method=threshold (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def _run_pipeline(config, overrides, quiet) -> int:
+    from .pipeline import output_paths, run
+
+    path = run(config, overrides=overrides, progress=not quiet)
+    paths = output_paths(path)
+    print(f"run store: {path}")
+    for key in ("metrics_json", "metrics_csv", "report"):
+        if paths[key].exists():
+            print(f"{key.replace('_', ' ')}: {paths[key]}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .config import parse_overrides
+
+    over = parse_overrides(args.overrides)
+    if args.scheduler:
+        over.setdefault("compute", {})["scheduler"] = args.scheduler
+    return _run_pipeline(args.config, over, args.quiet)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole method on a generated phantom, report at the end")
+    p.add_argument("--out", default="bigvol-demo", help="output folder (default ./bigvol-demo)")
+    p.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"), default=None,
+                   help="phantom shape (default from configs/demo.yaml)")
+    p.add_argument("--scheduler", default=None, help="threads | processes | ADDRESS")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from .config import parse_overrides
+    from .pipeline import demo_config
+
+    cfg = demo_config(Path(args.out))
+    over = parse_overrides(args.overrides)
+    if args.shape:
+        over.setdefault("input", {}).setdefault("phantom", {})["shape"] = list(args.shape)
+    if args.scheduler:
+        over.setdefault("compute", {})["scheduler"] = args.scheduler
+    return _run_pipeline(cfg, over, args.quiet)
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="structure metrics of a run's segmentation -> metrics.json/csv")
+    p.add_argument("run", help="run store with a 'segmentation' array")
+    p.add_argument("--axis", type=int, default=1, help="electrode thickness axis (0 z, 1 y, 2 x; default 1)")
+    p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26))
+    p.add_argument("--faces", default="both", choices=("both", "either", "low", "high"))
+    p.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solve")
+    p.add_argument("--scheduler", default="threads", help="threads | processes | ADDRESS")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_analyze(args) -> int:
+    from .pipeline import analyze_run
+
+    m, paths = analyze_run(
+        args.run, axis=args.axis, connectivity=args.connectivity, faces=args.faces,
+        tortuosity=not args.no_tortuosity, scheduler=args.scheduler,
+    )
+    for name, v in m.get("volume_fractions", {}).items():
+        print(f"volume fraction {name:<18} {v:.4f}")
+    for name, v in m.get("isolated_fraction", {}).items():
+        print(f"isolated fraction {name:<16} {v:.4f}")
+    print(f"metrics: {paths['metrics_json']}, {paths['metrics_csv']}")
+    return 0
+
+
 # Subcommands in the order ``bigvol --help`` lists them.
-_COMMANDS = [_add_info]
+_COMMANDS = [_add_demo, _add_run, _add_ingest, _add_info, _add_analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

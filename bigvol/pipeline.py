@@ -1,0 +1,500 @@
+"""The whole method, wired to the run store: ``bigvol.run(config)`` / ``bigvol run``.
+
+Stages, in order, each reading from and writing to the run store (DESIGN.md)::
+
+    input      raw (+ truth for a phantom)       bigvol.synth.phantom / bigvol.ingest
+    normalize  normalized                        align -> destripe -> match_histograms
+    train      <run>.model/                      bigvol.segment.train on labelled slices
+    segment    segmentation, threshold           bigvol.segment.predict / .threshold
+    evaluate   (record)                          bigvol.evaluate, when truth labels exist
+    analyze    thickness/<phase>, metrics.json   bigvol.metrics
+    report     report.html                       bigvol.report
+
+Every stage has a fingerprint: a hash of its parameters, the fingerprints of the stages it
+reads and the bigvol version. A stage whose recorded fingerprint matches is skipped. A
+volume-sized output is written chunk by chunk with per-chunk done flags
+(:meth:`bigvol.store.Run.write`), so a run killed at any point and started again computes
+only the missing chunks and ends with arrays and metrics identical to an uninterrupted run.
+
+The stages themselves are the lazy functions of the stage modules; this module is the only
+one that decides what to compute and when (with the scheduler chosen by
+:mod:`bigvol.cluster`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .cluster import compute_context
+from .config import Config, load_config
+from .errors import ConfigError, InputError
+from .store import Run, fingerprint
+
+log = logging.getLogger(__name__)
+
+STAGES = ("input", "normalize", "train", "segment", "evaluate", "analyze", "report")
+
+
+def output_paths(run_path) -> dict[str, Path]:
+    """Files written beside the run store ``X.zarr``: ``X.metrics.json`` etc."""
+    p = Path(run_path)
+    stem = p.with_suffix("") if p.suffix == ".zarr" else p
+    return {
+        "metrics_json": Path(f"{stem}.metrics.json"),
+        "metrics_csv": Path(f"{stem}.metrics.csv"),
+        "report": Path(f"{stem}.report.html"),
+        "model": Path(f"{stem}.model"),
+        "log": Path(f"{stem}.log"),
+    }
+
+
+def _source_fingerprint(source: str) -> str:
+    """Names, sizes and modification times of the input files (cheap, no reading)."""
+    p = Path(source)
+    if not p.exists():
+        raise InputError(f"input source not found: {p}")
+    entries = []
+    for root, _dirs, files in os.walk(p) if p.is_dir() else [(str(p.parent), [], [p.name])]:
+        for f in sorted(files):
+            st = os.stat(os.path.join(root, f))
+            entries.append((os.path.relpath(os.path.join(root, f), p), st.st_size, st.st_mtime_ns))
+    return fingerprint(sorted(entries))
+
+
+class Pipeline:
+    """One run of the method. Use :func:`run`; this class holds the stage bodies."""
+
+    def __init__(self, cfg: Config, *, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self.paths = output_paths(cfg.run)
+        self.fps: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.run = self._open_store()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _open_store(self) -> Run:
+        path = Path(self.cfg.run)
+        if path.exists():
+            return Run.open(path, mode="r+")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the run folder {path.parent}: {e}") from None
+        if not os.access(path.parent, os.W_OK):
+            raise InputError(f"the output folder {path.parent} is not writable")
+        return Run.create(path, voxel_size=self.cfg.input.voxel_size)
+
+    @contextmanager
+    def _progress(self, label: str):
+        if not self.progress:
+            yield
+            return
+        from dask.diagnostics import ProgressBar
+
+        print(f"[bigvol] {label}", flush=True)
+        try:
+            from distributed import default_client
+
+            default_client()
+            yield  # distributed: the dashboard shows progress
+        except ValueError:
+            with ProgressBar(minimum=1.0, dt=0.5):
+                yield
+
+    def _stage(self, name: str, params: dict, upstream: tuple[str, ...], outputs: tuple[str, ...], body):
+        fp = fingerprint(name, params, [self.fps.get(u) for u in upstream], __version__)
+        self.fps[name] = fp
+        rec = self.run.stage(name)
+        if rec and rec.get("fingerprint") == fp and all(self.run.is_complete(o) for o in outputs):
+            log.info("stage %s: up to date, skipped", name)
+            self.skipped.append(name)
+            return rec
+        t0 = time.perf_counter()
+        with self._progress(f"{name} ..."):
+            extra = body(fp) or {}
+        seconds = time.perf_counter() - t0
+        self.timings[name] = seconds
+        self.ran.append(name)
+        return self.run.record_stage(
+            name, parameters=params, fingerprint=fp, outputs=outputs,
+            extra={"seconds": seconds, "results": extra},
+        )
+
+    def _write(self, name, data, fp, **kw):
+        chunks = self.cfg.compute.chunks
+        return self.run.write(name, data, chunks=chunks[-data.ndim:] if data.ndim <= 3 else None,
+                              fingerprint=fp, **kw)
+
+    # -- stages --------------------------------------------------------------------------
+    def stage_input(self):
+        inp = self.cfg.input
+        if inp.phantom is not None:
+            from . import synth
+
+            params = {"phantom": inp.phantom.model_dump(), "voxel_size": inp.voxel_size}
+            kwargs = dict(inp.phantom.params)
+            if inp.voxel_size is not None:
+                kwargs["voxel_size"] = tuple(inp.voxel_size)
+
+            def body(fp):
+                image, truth = synth.phantom(
+                    tuple(inp.phantom.shape), seed=inp.phantom.seed,
+                    chunks=self.cfg.compute.chunks, **kwargs,
+                )
+                self.run.voxel_size = kwargs.get("voxel_size", _phantom_default_voxel_size())
+                self._write("raw", image, fp)
+                self._write("truth", truth, fp)
+                return {"source": "phantom"}
+
+            return self._stage("input", params, (), ("raw", "truth"), body)
+
+        if not inp.source:
+            raise ConfigError("input: give either input.source (TIFF folder, multi-page TIFF, Zarr) or input.phantom")
+        params = {**inp.model_dump(exclude={"phantom"}), "files": _source_fingerprint(inp.source)}
+
+        def body(fp):
+            from .ingest import ingest
+
+            ingest(inp.source, self.run, chunks=inp.chunks or self.cfg.compute.chunks,
+                   voxel_size=inp.voxel_size, allow_gaps=inp.allow_gaps)
+            return {"source": str(inp.source)}
+
+        return self._stage("input", params, (), ("raw",), body)
+
+    def stage_normalize(self):
+        c = self.cfg
+        params = {"align": c.align.model_dump(), "destripe": c.destripe.model_dump(),
+                  "normalize": c.normalize.model_dump()}
+
+        def body(fp):
+            stack = self.run.read("raw")
+            results = {}
+            if c.align.enabled:
+                from . import align
+
+                shifts = np.asarray(align.estimate_shifts(stack, **c.align.options))
+                stack = align.apply_shifts(stack, shifts)
+                results["shifts_px"] = shifts.tolist()
+            if c.destripe.enabled:
+                from . import destripe
+
+                stack = destripe.destripe(stack, **c.destripe.options)
+            if c.normalize.enabled:
+                from . import normalize
+
+                ref = c.normalize.reference
+                out = normalize.match_histograms(
+                    stack, reference=tuple(ref) if isinstance(ref, (list, tuple)) else ref,
+                    method=c.normalize.method, **c.normalize.options,
+                )
+                before = normalize.statistics_to_lists(normalize.slice_statistics(stack))
+                after = normalize.statistics_to_lists(normalize.slice_statistics(out))
+                results["statistics_before"] = before
+                results["statistics_after"] = after
+                stack = out
+            self._write("normalized", stack, fp)
+            return results
+
+        return self._stage("normalize", params, ("input",), ("normalized",), body)
+
+    def _training_slices(self) -> list[int]:
+        t = self.cfg.segment.train
+        nz = self.run.zarr_array("normalized").shape[0]
+        if t.slices is not None:
+            bad = [s for s in t.slices if not -nz <= s < nz]
+            if bad:
+                raise ConfigError(f"segment.train.slices: {bad} outside the stack of {nz} slices")
+            return [s % nz for s in t.slices]
+        n = min(t.n_slices, nz)
+        # spread along z, away from the ends: (i + 0.5) / n of the stack
+        return sorted({int((i + 0.5) * nz / n) for i in range(n)})
+
+    def stage_train(self):
+        seg = self.cfg.segment
+        if seg.method != "segnet":
+            return None
+        if seg.model is not None:
+            self.model_path = Path(seg.model)
+            if not self.model_path.exists():
+                raise InputError(f"segment.model: no model at {self.model_path}")
+            self.fps["train"] = fingerprint("model", _source_fingerprint(str(self.model_path)))
+            return None
+        slices = self._training_slices()
+        params = {"train": seg.train.model_dump(), "slices": slices}
+        self.model_path = self.paths["model"]
+
+        def body(fp):
+            from . import segment
+
+            stack = self.run.read("normalized")
+            labels = self._training_labels(slices)
+            model = segment.train(stack, labels, slices=slices, progress=self.progress,
+                                  **seg.train.options)
+            model.save(self.model_path)
+            return {"model": str(self.model_path), "slices": slices}
+
+        return self._stage("train", params, ("normalize",), (), body)
+
+    def _training_labels(self, slices):
+        t = self.cfg.segment.train
+        if t.labels == "truth":
+            if "truth" not in self.run:
+                raise ConfigError(
+                    "segment.train.labels is 'truth' but the run store has no ground truth; "
+                    "give label images (segment.train.labels: path) or segment.model"
+                )
+            truth = self.run.zarr_array("truth")
+            return np.stack([truth[s] for s in slices])
+        from .segment.train import read_labels
+
+        return read_labels(t.labels, slices)
+
+    def stage_segment(self):
+        seg = self.cfg.segment
+        params = seg.model_dump(exclude={"train"})
+        upstream = ("normalize", "train") if seg.method == "segnet" else ("normalize",)
+        outputs = ("segmentation",) + (("threshold",) if seg.baseline else ())
+
+        def body(fp):
+            from . import segment
+
+            stack = self.run.read("normalized")
+            if seg.method == "segnet":
+                model = segment.Model.load(self.model_path)
+                pred = segment.predict(stack, model, tile=seg.tile, overlap=seg.overlap,
+                                       device=seg.device)
+            else:
+                pred = segment.threshold(stack)
+            self._write("segmentation", pred, fp)
+            if seg.baseline:
+                self._write("threshold", segment.threshold(stack), fp)
+            return {}
+
+        return self._stage("segment", params, upstream, outputs, body)
+
+    def stage_evaluate(self):
+        if "truth" not in self.run:
+            return None
+        methods = ["segmentation"] + (["threshold"] if "threshold" in self.run else [])
+
+        def body(fp):
+            from .evaluate import evaluate
+
+            truth = self.run.read("truth")
+            out = {}
+            for m in methods:
+                r = evaluate(truth, self.run.read(m))
+                key = ("segnet" if self.cfg.segment.method == "segnet" else "threshold") if m == "segmentation" else "threshold"
+                out[key] = {
+                    "accuracy": r["accuracy"],
+                    "recall": r["recall"].tolist(),
+                    "precision": r["precision"].tolist(),
+                    "iou": r["iou"].tolist(),
+                    "confusion": r["confusion"].tolist(),
+                    "confusion_normalized": r["confusion_normalized"].tolist(),
+                    "accuracy_per_slice": r["accuracy_per_slice"].tolist(),
+                }
+            return out
+
+        return self._stage("evaluate", {"methods": methods}, ("segment",), (), body)
+
+    def stage_analyze(self):
+        a = self.cfg.analyze
+        params = a.model_dump()
+
+        def body(fp):
+            return analyze_store(self.run, a, write=lambda n, d: self._write(n, d, fp))
+
+        thick = tuple(f"thickness/{self.run.phases[p]}" for p in a.thickness_phases)
+        return self._stage("analyze", params, ("segment",), thick, body)
+
+    def metrics(self) -> dict:
+        """metrics.json: the analyze results plus evaluation, normalization and timings."""
+        stages = self.run.stages
+        m = {
+            "run": str(self.cfg.run),
+            "bigvol_version": __version__,
+            "shape": list(self.run.zarr_array("segmentation").shape),
+            "voxel_size_nm": self.run.voxel_size,
+            "phases": self.run.phases,
+        }
+        m.update(stages.get("analyze", {}).get("results", {}))
+        if "evaluate" in stages:
+            m["evaluation"] = stages["evaluate"]["results"]
+        norm = stages.get("normalize", {}).get("results", {})
+        if "statistics_before" in norm:
+            m["normalization"] = {
+                "method": self.cfg.normalize.method,
+                "reference": self.cfg.normalize.reference,
+                "before": norm["statistics_before"],
+                "after": norm["statistics_after"],
+            }
+        if "shifts_px" in norm:
+            m["alignment"] = {"shifts_px": norm["shifts_px"]}
+        m["timings_s"] = {k: v.get("seconds") for k, v in stages.items() if "seconds" in v}
+        return m
+
+    def write_metrics(self) -> dict:
+        m = self.metrics()
+        _atomic_write(self.paths["metrics_json"], json.dumps(m, indent=2, default=_json_default))
+        from .compare import write_metrics_csv
+
+        write_metrics_csv(m, self.paths["metrics_csv"])
+        return m
+
+    def stage_report(self, metrics):
+        if not self.cfg.report.enabled:
+            return None
+        from .report import write_report
+
+        write_report(self.cfg.run, metrics, self.paths["report"])
+        return self.paths["report"]
+
+    def run_all(self):
+        self.stage_input()
+        self.stage_normalize()
+        self.stage_train()
+        self.stage_segment()
+        self.stage_evaluate()
+        self.stage_analyze()
+        metrics = self.write_metrics()
+        self.stage_report(metrics)
+        return metrics
+
+
+def _phantom_default_voxel_size():
+    import inspect
+
+    from . import synth
+
+    return inspect.signature(synth.phantom).parameters["voxel_size"].default
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def analyze_store(run: Run, a, *, write=None) -> dict:
+    """All structure metrics of the run's ``segmentation``; thickness maps written via ``write``."""
+    from . import metrics as M
+
+    phases = run.read("segmentation")
+    vs = run.voxel_size
+    names = run.phases
+    out: dict = {}
+    vf = M.volume_fractions(phases)
+    out["volume_fractions"] = {names[k]: float(v) for k, v in vf.items() if k < len(names)}
+    out["isolated_fraction"] = {
+        names[p]: float(M.isolated_fraction(phases, p, axis=a.axis, faces=a.faces, connectivity=a.connectivity))
+        for p in range(len(names))
+    }
+    out["percolation"] = _jsonable_table(M.percolation(phases, connectivity=a.connectivity))
+    thickness = {}
+    for p in a.thickness_phases:
+        lt = M.local_thickness(phases, p, voxel_size=vs)
+        if write is not None:
+            write(f"thickness/{names[p]}", lt)
+            lt = run.read(f"thickness/{names[p]}")
+        thickness[names[p]] = M.thickness_summary(lt, phases, p)
+    out["thickness"] = thickness
+    if a.tortuosity.enabled:
+        out["tortuosity"] = {
+            names[p]: _jsonable_table(M.tortuosity(phases, p, axis=a.axis, voxel_size=vs, **a.tortuosity.options))
+            for p in a.tortuosity.phases
+        }
+    if a.interfaces:
+        out["interfaces"] = _jsonable_table(M.interfaces(phases, voxel_size=vs))
+    return out
+
+
+def _jsonable_table(t):
+    return json.loads(json.dumps(t, default=_json_default))
+
+
+#: ``bigvol demo``: the whole method on a phantom, sized for a few minutes on 2 CPU cores.
+#: configs/demo.yaml holds the same settings (a test keeps them equal).
+DEMO_CONFIG = {
+    "input": {"phantom": {"shape": [48, 320, 320], "seed": 0}},
+    "normalize": {"method": "histogram"},
+    "segment": {
+        "method": "segnet",
+        "train": {"labels": "truth", "n_slices": 4, "options": {"epochs": 12, "steps_per_epoch": 40}},
+    },
+    "analyze": {"axis": 1, "connectivity": 26, "tortuosity": {"phases": [1, 2]}},
+    "compute": {"scheduler": "threads", "chunks": [16, 160, 160]},
+}
+
+
+def demo_config(out) -> dict:
+    """The demo config with its run store in the folder ``out``."""
+    import copy
+
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["run"] = str(Path(out) / "demo.zarr")
+    return cfg
+
+
+def analyze_run(run_path, *, axis=1, connectivity=26, faces="both", tortuosity=True,
+                scheduler="threads", progress=False):
+    """``bigvol analyze``: the metrics stage alone on an existing run store with a segmentation."""
+    cfg = load_config({
+        "run": str(run_path),
+        "analyze": {"axis": axis, "connectivity": connectivity, "faces": faces,
+                    "tortuosity": {"enabled": bool(tortuosity)}},
+        "compute": {"scheduler": scheduler},
+    })
+    if not Path(run_path).exists():
+        raise InputError(f"no run store at {run_path}")
+    with compute_context(scheduler):
+        p = Pipeline(cfg, progress=progress)
+        seg = p.run.zarr_array("segmentation")
+        p.fps["segment"] = (p.run.stage("segment") or {}).get("fingerprint") or fingerprint(
+            dict(seg.attrs.get("bigvol", {})))
+        p.stage_analyze()
+        return p.write_metrics(), p.paths
+
+
+def run(config, *, overrides: dict | None = None, progress: bool = True) -> Path:
+    """Run the whole method from a config (YAML path, dict or :class:`~bigvol.config.Config`).
+
+    Returns the path of the run store; ``metrics.json``, ``metrics.csv`` and
+    ``report.html`` lie beside it (``<run>.metrics.json`` ...). Stages already done with
+    the same inputs and parameters are skipped; an interrupted stage resumes.
+    """
+    cfg = load_config(config, overrides)
+    c = cfg.compute
+    with compute_context(c.scheduler, workers=c.workers, threads_per_worker=c.threads_per_worker,
+                         memory_limit=c.memory_limit, memory_budget=c.memory_budget):
+        try:
+            Pipeline(cfg, progress=progress).run_all()
+        except PermissionError as e:
+            raise InputError(f"cannot write {e.filename}: permission denied (is the output folder read-only?)") from None
+        except OSError as e:
+            if e.errno == 28:  # ENOSPC
+                raise InputError(f"disk full while writing {e.filename or cfg.run}") from None
+            raise
+    return Path(cfg.run)
+
+
+__all__ = ["run", "Pipeline", "analyze_store", "analyze_run", "demo_config", "output_paths", "STAGES", "DEMO_CONFIG"]
