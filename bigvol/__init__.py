@@ -7,5 +7,6 @@ does not import PyTorch (the segmentation model imports it when first used).
 from ._version import __version__
 from . import errors, store
 from . import evaluate, segment
+from .ingest import ingest
 
-__all__ = ["__version__", "errors", "store", "evaluate", "segment"]
+__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest"]
