@@ -41,7 +41,7 @@ import numpy as np
 import zarr
 
 from ._version import __version__
-from .errors import BigvolError
+from .errors import BigvolError, ConfigError
 
 DEFAULT_PHASES = ("pore", "solid electrolyte", "active material")
 UNLABELLED = 255
@@ -112,7 +112,8 @@ class Run:
         An existing store not written by bigvol is refused (it is never overwritten).
         """
         path = Path(path)
-        if path.exists():
+        # an existing empty folder (made beforehand, e.g. by a job scheduler) is created into
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
             if not exist_ok:
                 raise StoreError(f"{path} already exists")
             run = cls.open(path, mode="r+")
@@ -426,14 +427,14 @@ def _du(path: Path) -> int:
 
 
 def _check_voxel_size(vs) -> list[float] | None:
-    if vs is None or vs == "unknown":
+    if vs is None or (isinstance(vs, str) and vs == "unknown"):
         return None
     try:
         out = [float(v) for v in vs]
     except (TypeError, ValueError):
-        raise ValueError(f"voxel_size must be three numbers (z, y, x) in nm, got {vs!r}") from None
+        raise ConfigError(f"voxel_size must be three numbers (z, y, x) in nm, got {vs!r}") from None
     if len(out) != 3 or not all(np.isfinite(v) and v > 0 for v in out):
-        raise ValueError(f"voxel_size must be three positive numbers (z, y, x) in nm, got {vs!r}")
+        raise ConfigError(f"voxel_size must be three positive numbers (z, y, x) in nm, got {vs!r}")
     return out
 
 
