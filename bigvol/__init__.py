@@ -8,5 +8,7 @@ from ._version import __version__
 from . import errors, store
 from . import evaluate, segment
 from .ingest import ingest
+from .label import label
+from . import metrics
 
-__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest"]
+__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics"]

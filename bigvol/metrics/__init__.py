@@ -4,4 +4,7 @@
 2 = active material); ``voxel_size`` is nm ``(z, y, x)``, ``None`` meaning unit voxels.
 """
 
-__all__: list[str] = []
+from .connectivity import component_table, isolated_fraction, percolation
+from .fractions import volume_fractions
+
+__all__: list[str] = ["volume_fractions", "isolated_fraction", "percolation", "component_table"]
