@@ -211,8 +211,32 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+# -- label ----------------------------------------------------------------------------------
+def _add_label(sub) -> None:
+    p = sub.add_parser(
+        "label", help="connected components of a run's segmentation -> labels/<phase>"
+    )
+    p.add_argument("run", help="run store with a 'segmentation' array")
+    p.add_argument(
+        "--phase", default="all",
+        help="phase code or name, or 'all' (every phase, pores included, in one pass; "
+        "written to labels/all). Default: all",
+    )
+    p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26))
+    p.set_defaults(func=_cmd_label)
+
+
+def _cmd_label(args) -> int:
+    from .label import write_labels
+    from .store import Run
+
+    name, n = write_labels(Run.open(args.run, mode="r+"), args.phase, connectivity=args.connectivity)
+    print(f"{n} components ({args.connectivity}-connected) -> {args.run}/{name}")
+    return 0
+
+
 # Subcommands in the order ``bigvol --help`` lists them.
-_COMMANDS = [_add_demo, _add_run, _add_ingest, _add_info, _add_analyze]
+_COMMANDS = [_add_demo, _add_run, _add_ingest, _add_info, _add_analyze, _add_label]
 
 
 def build_parser() -> argparse.ArgumentParser:
