@@ -1,0 +1,413 @@
+"""Tiled SegNet inference over a whole stack, as a lazy Dask graph.
+
+Tiling (MONAI's ``sliding_window_inference`` scheme, made chunk-exact):
+
+- Every slice is covered by a **global grid of tiles** of ``tile x tile`` pixels with step
+  ``tile - overlap``; the last tile of a row/column is aligned to the image edge. The grid
+  depends on the image size only, never on the chunking.
+- The class probabilities of overlapping tiles are blended with Gaussian weights
+  (``sigma = tile / 8``, as MONAI's ``mode="gaussian"``) normalized by the accumulated
+  weight: ``p(x) = sum_t w_t(x) p_t(x) / sum_t w_t(x)``. Tile borders, where the zero
+  padding of the convolutions spoils the output, get little weight.
+- A Dask task gets one block plus a halo of ``tile - 1`` pixels in y and x (every grid tile
+  that touches the block then lies inside it) and ``(k - 1) / 2`` slices in z (the nearest
+  slice is repeated at the ends of the stack, as in training). It runs the tiles that touch
+  its block in batches, in grid order, and returns its block. The result is therefore the
+  same whatever the chunking; only tiles straddling block edges are computed twice, so
+  large y/x chunks (whole slices) waste least.
+
+The model is shipped to workers as a small reference (its file path and SHA-256 digest when
+it was saved or loaded, else the model data in one graph key) and loaded once per worker
+process into a module-level cache keyed by the digest, never once per task.
+
+This module imports :mod:`dask` and :mod:`torch` inside its functions only, so that its
+block function runs with NumPy and PyTorch alone (``benchmarks/gpu_check.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .model import Model
+
+_CACHE: "OrderedDict[str, Model]" = OrderedDict()  # digest -> Model, per process
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+_INITIAL_TORCH_THREADS: int | None = None
+
+
+class _ModelRef:
+    """What Dask tasks receive instead of the model: its digest and path, or its data.
+
+    Pickled (sent to a worker process) it carries only the path when the model lives in a
+    file, else the whole model; :meth:`get` returns the process's cached copy.
+    """
+
+    def __init__(self, model: Model):
+        self.digest = model.digest
+        self.path = None if model.path is None else str(model.path)
+        self.model = model
+
+    def __getstate__(self):
+        return {"digest": self.digest, "path": self.path, "model": None if self.path else self.model}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def get(self) -> Model:
+        with _CACHE_LOCK:
+            m = _CACHE.get(self.digest)
+            if m is None:
+                m = self.model if self.model is not None else Model.load(self.path)
+                if m.digest != self.digest:
+                    raise InputError(
+                        f"model file {self.path} changed while the segmentation was running"
+                    )
+                _CACHE[self.digest] = m
+                while len(_CACHE) > _CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+            else:
+                _CACHE.move_to_end(self.digest)
+            return m
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _task_threads(threads: int | None) -> int:
+    """Torch threads for one task: the cores shared by the tasks running at once.
+
+    In a Dask worker with ``n`` threads, ``n`` tasks run at once: each gets
+    ``cores // n`` torch threads, capped by ``OMP_NUM_THREADS`` when set (Dask's nanny
+    sets it to 1 in every worker process of a multi-process cluster).
+    """
+    global _INITIAL_TORCH_THREADS
+    if threads:
+        return int(threads)
+    cores = _available_cores()
+    n = None
+    try:
+        from distributed import get_worker
+
+        n = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        import dask
+
+        sched = dask.config.get("scheduler", None)
+        if sched in ("sync", "synchronous", "single-threaded"):
+            n = 1
+        else:
+            n = dask.config.get("num_workers", None) or cores
+    t = max(1, cores // max(1, int(n)))
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if omp and omp.isdigit() and int(omp) > 0:
+        t = min(t, int(omp))
+    return t
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but PyTorch sees no CUDA device here")
+    return str(device)
+
+
+def _starts(n: int, t: int, step: int) -> list[int]:
+    """Tile starts along an axis of ``n`` pixels: every ``step``, the last one at ``n - t``."""
+    if n <= t:
+        return [0]
+    s = list(range(0, n - t, step))
+    s.append(n - t)
+    return sorted(set(s))
+
+
+def _gaussian(n: int) -> np.ndarray:
+    """1D Gaussian weights over ``n`` pixels, sigma = n / 8 (MONAI), floored at 1e-3."""
+    i = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    sigma = max(n * 0.125, 1e-6)
+    g = np.exp(-0.5 * (i / sigma) ** 2)
+    return np.maximum(g / g.max(), 1e-3)
+
+
+def _segment_block(
+    block: np.ndarray,
+    model: Model,
+    *,
+    z_pad: int,
+    origin: tuple[int, int],
+    core: tuple[slice, slice],
+    image_shape: tuple[int, int],
+    tile: int,
+    overlap: int,
+    device: str,
+    batch_size: int,
+    threads: int | None,
+    probabilities: bool,
+) -> np.ndarray:
+    """Class probabilities (or codes) of the core of one block, from the global tile grid.
+
+    ``block`` is ``(z + 2 * z_pad, y_ext, x_ext)``, its pixel ``[.., 0, 0]`` at global
+    ``origin``; ``core`` selects the output pixels inside it. Works with NumPy and PyTorch
+    only.
+    """
+    import torch
+
+    dev = _resolve_device(device)
+    if dev == "cpu":
+        torch.set_num_threads(_task_threads(threads))
+    with _CACHE_LOCK:
+        net = model.module(dev)
+        if dev.startswith("cuda"):
+            net = net.to(memory_format=torch.channels_last)
+    norm = model.normalization
+    mean, std = float(norm["mean"]), float(norm["std"])
+    k = model.k
+    nz = block.shape[0] - 2 * z_pad
+    Y, X = image_shape
+    oy, ox = origin
+    cy, cx = core
+    # Global grid tiles that touch the core, in grid order.
+    ty, tx = min(tile, Y), min(tile, X)
+    step = max(1, tile - overlap)
+    gy0, gy1 = oy + cy.start, oy + cy.stop
+    gx0, gx1 = ox + cx.start, ox + cx.stop
+    ys = [s - oy for s in _starts(Y, ty, step) if s < gy1 and s + ty > gy0]
+    xs = [s - ox for s in _starts(X, tx, step) if s < gx1 and s + tx > gx0]
+    if ys and (ys[0] < 0 or ys[-1] + ty > block.shape[1]) or xs and (xs[0] < 0 or xs[-1] + tx > block.shape[2]):
+        raise RuntimeError("internal error: the halo does not contain the tiles")  # pragma: no cover
+    tiles = [(z, y0, x0) for z in range(nz) for y0 in ys for x0 in xs]
+    wmap = torch.from_numpy(np.outer(_gaussian(ty), _gaussian(tx)).astype(np.float32)).to(dev)
+
+    # Accumulate over the region the tiles cover only.
+    ry0, rx0 = ys[0], xs[0]
+    ry1, rx1 = ys[-1] + ty, xs[-1] + tx
+    acc = torch.zeros((model.n_classes, nz, ry1 - ry0, rx1 - rx0), dtype=torch.float32, device=dev)
+    wsum = torch.zeros((ry1 - ry0, rx1 - rx0), dtype=torch.float32, device=dev)
+    for y0 in ys:
+        for x0 in xs:
+            wsum[y0 - ry0 : y0 - ry0 + ty, x0 - rx0 : x0 - rx0 + tx] += wmap
+
+    cuda = dev.startswith("cuda")
+    if cuda:
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.inference_mode():
+        for b0 in range(0, len(tiles), batch_size):
+            chunk = tiles[b0 : b0 + batch_size]
+            xb = np.empty((len(chunk), k, ty, tx), np.float32)
+            for j, (z, y0, x0) in enumerate(chunk):
+                xb[j] = block[z : z + k, y0 : y0 + ty, x0 : x0 + tx]
+            xb -= mean
+            xb /= std
+            xt = torch.from_numpy(xb)
+            if cuda:
+                xt = xt.pin_memory().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=amp):
+                    logits = net(xt)
+            else:
+                logits = net(xt)
+            p = torch.softmax(logits.float(), dim=1) * wmap
+            for j, (z, y0, x0) in enumerate(chunk):
+                acc[:, z, y0 - ry0 : y0 - ry0 + ty, x0 - rx0 : x0 - rx0 + tx] += p[j]
+    sy = slice(cy.start - ry0, cy.stop - ry0)
+    sx = slice(cx.start - rx0, cx.stop - rx0)
+    out = acc[:, :, sy, sx] / wsum[sy, sx]
+    if probabilities:
+        return out.to(torch.float16).cpu().numpy()
+    return out.argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def _default_tile(device: str) -> int:
+    return 512 if str(device).startswith("cuda") else 256
+
+
+def predict(
+    stack,
+    model,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    device: str = "auto",
+    probabilities: bool = False,
+    batch_size: int | None = None,
+    threads: int | None = None,
+):
+    """Segment every slice of a stack with a trained SegNet: a lazy Dask graph.
+
+    Parameters
+    ----------
+    stack : dask.array.Array, zarr.Array or ndarray, shape (z, y, x)
+        Gray values (normalized stack: the model applies its own ``(v - mean) / std``).
+        Read it from Zarr in pipelines: a NumPy array is put inside the graph.
+    model : Model or path
+        A trained model, or the path of a saved one.
+    tile : int, optional
+        Tile side in pixels (default 256 on CPU, 512 on CUDA).
+    overlap : int, optional
+        Overlap of neighbouring tiles in pixels (default ``tile // 4``), ``0 <= overlap < tile``.
+    device : {"auto", "cpu", "cuda"}
+        "auto": CUDA when the worker has it (bf16/fp16 autocast, channels_last, pinned
+        host memory, batched tiles), else the CPU with torch threads matched to the
+        worker's threads. With "cuda" (or "auto" on a cluster whose workers declare a
+        ``GPU`` resource) the tasks carry the Dask annotation ``resources={"GPU": 1}``.
+    probabilities : bool
+        Return the blended class probabilities, float16 ``(c, z, y, x)``, instead of codes.
+    batch_size : int, optional
+        Tiles per forward pass (default 4 on CPU, 16 on CUDA).
+    threads : int, optional
+        Torch threads per task on CPU (default: cores / concurrent tasks).
+
+    Returns
+    -------
+    dask.array.Array
+        uint8 class codes ``(z, y, x)`` (0 pore, 1 solid electrolyte, 2 active material) with
+        the chunks of ``stack``, or float16 probabilities ``(c, z, y, x)``.
+
+    Notes
+    -----
+    Halo: ``tile - 1`` pixels in y and x, ``(k - 1) // 2`` slices in z. The result does not
+    depend on the chunking, and matches the model run on whole slices on >= 99.9 % of
+    pixels (tests/test_infer.py).
+
+    Examples
+    --------
+    >>> seg = bv.segment.predict(run.read("normalized"), "segnet.safetensors")  # doctest: +SKIP
+    >>> run.write("segmentation", seg)                                         # doctest: +SKIP
+    """
+    import dask
+    import dask.array as da
+
+    if not isinstance(model, Model):
+        model = Model.load(model)
+    if isinstance(stack, da.Array):
+        x = stack
+    elif hasattr(stack, "shape") and hasattr(stack, "chunks") and not isinstance(stack, np.ndarray):
+        x = da.from_zarr(stack) if type(stack).__module__.startswith("zarr") else da.asarray(stack)
+    else:
+        x = da.asarray(np.asarray(stack))
+    if x.ndim != 3:
+        raise InputError(f"predict: the stack must be 3D (z, y, x), got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"predict: the stack must hold gray values, got dtype {x.dtype}")
+    if device not in ("auto", "cpu") and not str(device).startswith("cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    tile = _default_tile(device) if tile is None else int(tile)
+    if tile < 8:
+        raise ConfigError(f"tile must be >= 8 pixels, got {tile}")
+    overlap = tile // 4 if overlap is None else int(overlap)
+    if not 0 <= overlap < tile:
+        raise ConfigError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    batch_size = (16 if str(device).startswith("cuda") else 4) if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+    Z, Y, X = x.shape
+    d = (model.k - 1) // 2
+    hy, hx = min(tile, Y) - 1, min(tile, X) - 1
+    depth = {0: d, 1: hy, 2: hx}
+    out_chunks = x.chunks
+    # dask's overlap needs every chunk at least as large as the halo.
+    from dask.array.overlap import ensure_minimum_chunksize
+
+    work_chunks = tuple(
+        ensure_minimum_chunksize(depth[a], c) if depth[a] and min(c) < depth[a] else c
+        for a, c in enumerate(x.chunks)
+    )
+    if work_chunks != x.chunks:
+        x = x.rechunk(work_chunks)
+    xo = da.overlap.overlap(x, depth=depth, boundary={0: "nearest", 1: "none", 2: "none"})
+    offs = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in work_chunks]
+    nblocks = [len(c) for c in work_chunks]
+
+    ref = _ModelRef(model)
+    ref_d = dask.delayed(ref, name=f"segnet-model-{model.digest[:16]}", pure=True, traverse=False)
+
+    def run(block, mref, block_id=None):
+        _bz, by, bx = block_id[-3:]
+        top = hy if by > 0 else 0
+        left = hx if bx > 0 else 0
+        cy = slice(top, top + int(work_chunks[1][by]))
+        cx = slice(left, left + int(work_chunks[2][bx]))
+        origin = (int(offs[1][by]) - top, int(offs[2][bx]) - left)
+        return _segment_block(
+            block, mref.get(), z_pad=d, origin=origin, core=(cy, cx), image_shape=(Y, X),
+            tile=tile, overlap=overlap, device=device, batch_size=batch_size,
+            threads=threads, probabilities=probabilities,
+        )
+
+    annotate = str(device).startswith("cuda") or (device == "auto" and _cluster_has_gpus())
+    ctx = dask.annotate(resources={"GPU": 1}) if annotate else _null()
+    with ctx:
+        if probabilities:
+            out = da.map_blocks(
+                run, xo, ref_d, dtype=np.float16, new_axis=0,
+                chunks=((model.n_classes,),) + work_chunks,
+                meta=np.empty((0, 0, 0, 0), np.float16), name="segnet-proba",
+            )
+        else:
+            out = da.map_blocks(
+                run, xo, ref_d, dtype=np.uint8, chunks=work_chunks,
+                meta=np.empty((0, 0, 0), np.uint8), name="segnet-segment",
+            )
+    del nblocks
+    target = ((model.n_classes,),) + out_chunks if probabilities else out_chunks
+    if out.chunks != target:
+        out = out.rechunk(target)
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _cluster_has_gpus() -> bool:
+    """Whether a distributed client is active and one of its workers declares a GPU."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return False
+    try:
+        info = client.scheduler_info()
+        return any("GPU" in (w.get("resources") or {}) for w in info.get("workers", {}).values())
+    except Exception:  # pragma: no cover - a client that cannot be asked
+        return False
+
+
+def whole_slices(stack, model: Model, *, device: str = "cpu", probabilities: bool = False) -> np.ndarray:
+    """The model applied to whole slices at once (no tiles), in memory: the reference.
+
+    For tests and small stacks only: each slice (with its ``k - 1`` neighbours) goes
+    through the network in one piece.
+    """
+    import torch
+
+    a = np.asarray(stack)
+    dev = _resolve_device(device)
+    net = model.module(dev)
+    d = (model.k - 1) // 2
+    norm = model.normalization
+    out = []
+    with torch.inference_mode():
+        for z in range(a.shape[0]):
+            idx = np.clip(np.arange(z - d, z + d + 1), 0, a.shape[0] - 1)
+            xin = (a[idx].astype(np.float32) - norm["mean"]) / norm["std"]
+            p = torch.softmax(net(torch.from_numpy(xin[None]).to(dev)).float(), 1)[0]
+            out.append(p.cpu().numpy() if probabilities else p.argmax(0).to(torch.uint8).cpu().numpy())
+    return np.stack(out, axis=1 if probabilities else 0)

@@ -1,0 +1,566 @@
+"""Training the SegNet from a few labelled slices (dense labels or sparse scribbles).
+
+Not a lazy stage: training reads the few labelled slices into memory (a handful of
+slices, never the volume) and runs PyTorch on them. Inference over the whole stack is the
+lazy stage (:mod:`bigvol.segment.infer`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import ConfigError, InputError
+from .model import DEFAULT_CLASSES, Model
+
+UNLABELLED = 255
+
+
+# -- inputs ------------------------------------------------------------------------------
+def _read_label_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"label file {path} does not exist")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(str(path))
+        else:  # PNG and the other formats painting programs write
+            import imageio.v3 as iio
+
+            arr = iio.imread(str(path))
+    except Exception as e:
+        raise InputError(f"cannot read label file {path}: {e}") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and path.suffix.lower() not in (".tif", ".tiff"):
+        # An RGB(A) export of a gray label image: accept it when the channels agree.
+        if not (arr[..., 0] == arr[..., 1]).all() or not (arr[..., 0] == arr[..., 2]).all():
+            raise InputError(
+                f"label file {path} is a colour image; save the labels as a gray image whose "
+                "values are the class codes (0, 1, 2, ...) and 255 for unlabelled"
+            )
+        arr = arr[..., 0]
+    return arr
+
+
+def _as_label_list(labels) -> tuple[list[np.ndarray], list[str]]:
+    """Labels as a list of 2D arrays, with a name for each (for messages)."""
+    if isinstance(labels, (str, os.PathLike)):
+        arr = _read_label_file(Path(labels))
+        arrs = [arr] if arr.ndim == 2 else list(arr)
+        return arrs, [f"{labels}[{i}]" if arr.ndim == 3 else str(labels) for i in range(len(arrs))]
+    if hasattr(labels, "ndim") and hasattr(labels, "shape"):
+        arr = np.asarray(labels)
+        if arr.ndim == 2:
+            return [arr], ["labels"]
+        if arr.ndim == 3:
+            return list(arr), [f"labels[{i}]" for i in range(arr.shape[0])]
+        raise InputError(f"labels must be 2D slices or an (n, y, x) array, got shape {arr.shape}")
+    out, names = [], []
+    for i, item in enumerate(labels):
+        if isinstance(item, (str, os.PathLike)):
+            arr = _read_label_file(Path(item))
+            name = str(item)
+        else:
+            arr = np.asarray(item)
+            name = f"labels[{i}]"
+        if arr.ndim != 2:
+            raise InputError(f"{name} must be a 2D label slice, got shape {arr.shape}")
+        out.append(arr)
+        names.append(name)
+    if not out:
+        raise InputError("no label slices given")
+    return out, names
+
+
+_LABEL_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def read_labels(source, slices: Sequence[int] | None = None) -> np.ndarray:
+    """Label slices painted in an image program, as an ``(n, y, x)`` uint8 array.
+
+    Parameters
+    ----------
+    source : path or list of paths
+        One multi-page TIFF (one page per labelled slice), a folder of TIFF / PNG images
+        (one per labelled slice, taken in sorted file-name order), or a list of image files.
+        Values are class codes, 255 = unlabelled.
+    slices : sequence of int, optional
+        The slice indices the labels belong to; only their number is checked here.
+
+    Examples
+    --------
+    >>> labels = read_labels("labels/", slices=[8, 24, 40, 56])   # doctest: +SKIP
+    """
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in _LABEL_SUFFIXES)
+        if not files:
+            raise InputError(f"label folder {source} holds no TIFF or PNG image")
+        source = files
+    labs, names = _as_label_list(source)
+    if slices is not None and len(labs) != len(slices):
+        raise InputError(f"{len(labs)} label images in {names[0]}... but {len(slices)} slices given")
+    shapes = {lab.shape for lab in labs}
+    if len(shapes) > 1:
+        raise InputError(f"label images of different shapes: {sorted(shapes)}")
+    return np.stack([np.asarray(lab) for lab in labs])
+
+
+def _check_labels(labs: list[np.ndarray], names: list[str], n_classes: int) -> list[np.ndarray]:
+    allowed = set(range(n_classes)) | {UNLABELLED}
+    out = []
+    for lab, name in zip(labs, names):
+        if lab.dtype.kind not in "biu" and not (
+            lab.dtype.kind == "f" and np.array_equal(lab, np.round(lab))
+        ):
+            raise InputError(f"{name}: labels must be integer class codes, got dtype {lab.dtype}")
+        values = np.unique(lab)
+        bad = [v for v in values.tolist() if int(v) not in allowed]
+        if bad:
+            raise InputError(
+                f"{name} holds codes {bad[:10]} that are neither a class "
+                f"(0..{n_classes - 1}) nor 255 (unlabelled)"
+            )
+        out.append(lab.astype(np.uint8))
+    if all((lab == UNLABELLED).all() for lab in out):
+        raise InputError("the labels mark no pixel (every value is 255 = unlabelled)")
+    return out
+
+
+def _contexts(images, n_labels: int, slices, k: int) -> list[np.ndarray]:
+    """Per labelled slice, the ``(k, y, x)`` float32 input: the slice and its neighbours."""
+    d = (k - 1) // 2
+    if slices is None:
+        if k != 1:
+            raise ConfigError(
+                f"k={k} feeds adjacent slices: pass the whole stack and the indices of the "
+                "labelled slices, train(stack, labels, slices=[...], k=...)"
+            )
+        if hasattr(images, "ndim") and hasattr(images, "shape"):
+            if images.ndim == 2:
+                imgs = [np.asarray(images)]
+            elif images.ndim == 3:
+                imgs = [np.asarray(images[i]) for i in range(images.shape[0])]
+            else:
+                raise InputError(f"images must be 2D slices or an (n, y, x) array, got shape {images.shape}")
+        else:
+            imgs = [np.asarray(im) for im in images]
+        if len(imgs) != n_labels:
+            raise InputError(f"{len(imgs)} image slices but {n_labels} label slices")
+        for i, im in enumerate(imgs):
+            if im.ndim != 2:
+                raise InputError(f"images[{i}] must be a 2D slice, got shape {im.shape}")
+        return [im[None].astype(np.float32) for im in imgs]
+    if not (hasattr(images, "ndim") and images.ndim == 3):
+        raise InputError("with slices=[...], images must be the (z, y, x) stack")
+    slices = [int(s) for s in slices]
+    if len(slices) != n_labels:
+        raise InputError(f"{len(slices)} slice indices but {n_labels} label slices")
+    nz = images.shape[0]
+    out = []
+    for s in slices:
+        if not 0 <= s < nz:
+            raise InputError(f"slice index {s} is outside the stack (0..{nz - 1})")
+        idx = np.clip(np.arange(s - d, s + d + 1), 0, nz - 1)  # edges: nearest slice
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        block = np.asarray(images[lo:hi])
+        out.append(block[idx - lo].astype(np.float32))
+    return out
+
+
+def _check_dtype(ctxs):
+    for c in ctxs:
+        if c.dtype.kind not in "biuf":
+            raise InputError(f"images must be numeric gray values, got dtype {c.dtype}")
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# -- augmentation ------------------------------------------------------------------------
+def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """SEM-suited augmentation of a normalized ``(k, h, w)`` crop and its labels.
+
+    Flips and 90-degree rotations in the slice plane (the BSE image has no preferred
+    in-plane orientation once curtaining is removed), brightness / contrast jitter (slice
+    to slice drift left after normalization) and Gaussian noise (detector noise). The slice
+    order (k axis) is never flipped: shine-through comes from behind the slice face.
+    """
+    if rng.random() < 0.5:
+        x, y = x[:, ::-1], y[::-1]
+    if rng.random() < 0.5:
+        x, y = x[:, :, ::-1], y[:, ::-1]
+    r = int(rng.integers(4))
+    if r and x.shape[1] == x.shape[2]:
+        x, y = np.rot90(x, r, axes=(1, 2)), np.rot90(y, r)
+    x = x * rng.uniform(0.85, 1.15) + rng.uniform(-0.15, 0.15)
+    sigma = rng.uniform(0.0, 0.1)
+    if sigma > 0:
+        x = x + rng.normal(0.0, sigma, size=x.shape).astype(np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+# -- training ----------------------------------------------------------------------------
+def train(
+    images,
+    labels,
+    *,
+    slices: Sequence[int] | None = None,
+    k: int = 1,
+    preset: str = "slim",
+    widths: Sequence[int] | None = None,
+    convs: Sequence[int] | None = None,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    crop: int = 224,
+    batch_size: int = 8,
+    epochs: int = 40,
+    steps_per_epoch: int = 50,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    schedule: str = "onecycle",
+    validation: float | Sequence[int] | None = 0.15,
+    patience: int | None = 8,
+    class_weights: str | Sequence[float] | None = "balanced",
+    augment: bool = True,
+    seed: int = 0,
+    threads: int | None = None,
+    device: str = "cpu",
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> Model:
+    """Train a SegNet on a few labelled slices.
+
+    Random ``crop x crop`` patches of the labelled slices, augmented (flips, 90-degree
+    rotations, brightness / contrast jitter, noise), are fed in batches to the network,
+    which minimizes the class-balanced cross-entropy
+
+    .. math:: L = -\\frac{\\sum_i w_{y_i} \\log p_{y_i}(x_i)}{\\sum_i w_{y_i}}, \\qquad
+              w_c = \\frac{N}{C\\,N_c}
+
+    over labelled pixels only (label 255 = unlabelled is ignored, so sparse scribbles
+    work), with AdamW and a one-cycle (or cosine) learning-rate schedule. After every epoch
+    the pixel accuracy on held-out validation pixels is measured; training stops early
+    when it has not improved for ``patience`` epochs, and the best epoch's weights are kept.
+
+    Parameters
+    ----------
+    images : array or list of 2D arrays
+        With ``slices=None``: the labelled gray slices themselves, a list of 2D arrays or an
+        ``(n, y, x)`` array (``k`` must be 1). With ``slices``: the whole ``(z, y, x)``
+        stack (NumPy, Dask or Zarr; only the needed slices are read), from which slice
+        ``slices[i]`` and its ``k - 1`` neighbours are taken (the nearest slice is repeated
+        at the ends of the stack).
+    labels : array, list of 2D arrays, or paths
+        Class codes ``0 .. n_classes-1`` per pixel, 255 = unlabelled: an ``(n, y, x)``
+        array, a list of 2D arrays, or TIFF / PNG file paths (one 2D image per slice, or one
+        multi-page TIFF).
+    slices : sequence of int, optional
+        Indices in ``images`` (the stack) of the labelled slices, in the order of ``labels``.
+    k : int
+        Adjacent slices fed as input channels (odd; 1 = 2D as in the paper, 3 = 2.5D).
+    preset : {"slim", "paper", "tiny"}
+        Architecture: "paper" = VGG16 widths 64-512 over 5 levels (29.4 M parameters);
+        "slim" = widths 16-128 over 4 levels (0.96 M, the CPU default).
+    widths, convs : sequence of int, optional
+        Explicit channels and conv blocks per level (override ``preset``).
+    classes : sequence of str
+        Class names, index = code.
+    crop, batch_size, epochs, steps_per_epoch : int
+        Training patches are ``crop x crop`` (clipped to the slice), ``batch_size`` per
+        step, ``steps_per_epoch`` steps per epoch, at most ``epochs`` epochs.
+    lr, weight_decay : float
+        AdamW peak learning rate and weight decay.
+    schedule : {"onecycle", "cosine", "constant"}
+    validation : float or sequence of int or None
+        A fraction ``f``: the last ``f`` of the columns of every labelled slice are held out
+        (never cropped for training) and scored each epoch. A list of indices (into
+        ``labels``): those slices are held out whole. None: no validation, no early stop.
+    patience : int or None
+        Epochs without validation improvement before stopping; None = never stop early.
+    class_weights : "balanced", sequence of float or None
+        Loss weight per class; "balanced" = inverse class frequency among training labels.
+    augment : bool
+    seed : int
+        Seeds the crop sampler, the augmentation and the network initialization. On the
+        CPU, the same seed and inputs give the same model, bit for bit (unless
+        ``time_limit`` cuts training short).
+    threads : int, optional
+        Torch threads (default: the cores available to this process).
+    device : {"cpu", "cuda", "auto"}
+    time_limit : float, optional
+        Stop after this many seconds (checked after each step).
+    progress : bool
+        Show a tqdm progress bar with the loss and the validation accuracy.
+
+    Returns
+    -------
+    Model
+        With the input normalization (mean and standard deviation of the training images)
+        and the training record (options, per-epoch loss and validation accuracy, time).
+
+    References
+    ----------
+    V. Badrinarayanan, A. Kendall, R. Cipolla, "SegNet: A Deep Convolutional
+    Encoder-Decoder Architecture for Image Segmentation", IEEE TPAMI 39(12), 2017.
+
+    Examples
+    --------
+    >>> model = bv.segment.train(stack, truth_slices, slices=[8, 24, 40, 56], k=3,
+    ...                          epochs=20)                          # doctest: +SKIP
+    >>> model.save("segnet.safetensors")                             # doctest: +SKIP
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .segnet import PRESETS, SegNet
+
+    # ---- options ------------------------------------------------------------------------
+    classes = [str(c) for c in classes]
+    n_classes = len(classes)
+    if n_classes < 2:
+        raise ConfigError(f"classes: need at least 2 classes, got {classes}")
+    if not (isinstance(k, (int, np.integer)) and k >= 1 and k % 2 == 1):
+        raise ConfigError(f"k must be an odd positive integer (1, 3, 5, ...), got {k!r}")
+    if widths is None:
+        if preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        widths, default_convs = PRESETS[preset]
+        convs = default_convs if convs is None else convs
+    widths = [int(w) for w in widths]
+    convs = [int(c) for c in (convs if convs is not None else [2] * len(widths))]
+    if len(convs) != len(widths) or min(widths) < 1 or min(convs) < 1:
+        raise ConfigError(f"widths {widths} and convs {convs} must be positive and of equal length")
+    for name, v in (("crop", crop), ("batch_size", batch_size), ("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+        if int(v) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {v!r}")
+    if schedule not in ("onecycle", "cosine", "constant"):
+        raise ConfigError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {schedule!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+
+    # ---- data ---------------------------------------------------------------------------
+    labs, names = _as_label_list(labels)
+    labs = _check_labels(labs, names, n_classes)
+    ctxs = _contexts(images, len(labs), slices, int(k))
+    _check_dtype(ctxs)
+    for ctx, lab, name in zip(ctxs, labs, names):
+        if ctx.shape[1:] != lab.shape:
+            raise InputError(
+                f"{name} has shape {lab.shape} but its image slice has shape {ctx.shape[1:]}"
+            )
+    centre = (k - 1) // 2
+    vals = np.concatenate([c[centre].ravel() for c in ctxs]).astype(np.float64)
+    mean, std = float(vals.mean()), float(vals.std())
+    std = std if std > 0 else 1.0
+    del vals
+    ctxs = [((c - mean) / std).astype(np.float32) for c in ctxs]
+
+    # Validation split: a band of columns of every slice, or whole slices.
+    n = len(labs)
+    train_items: list[tuple[int, int]] = []  # (slice, usable width)
+    val_items: list[tuple[int, int]] = []  # (slice, first validation column)
+    if validation is None or (isinstance(validation, (float, int)) and not isinstance(validation, bool) and validation == 0):
+        train_items = [(i, lab.shape[1]) for i, lab in enumerate(labs)]
+    elif isinstance(validation, (float, int)) and not isinstance(validation, bool):
+        if not 0 < validation < 0.5:
+            raise ConfigError(f"validation must be a fraction in (0, 0.5) or slice indices, got {validation!r}")
+        for i, lab in enumerate(labs):
+            w = lab.shape[1]
+            band = max(1, int(math.ceil(validation * w)))
+            train_items.append((i, w - band))
+            val_items.append((i, w - band))
+    else:
+        held = sorted({int(v) for v in validation})
+        if any(not 0 <= v < n for v in held) or len(held) >= n:
+            raise ConfigError(f"validation slices {held} must be indices into the {n} label slices, leaving one to train on")
+        train_items = [(i, labs[i].shape[1]) for i in range(n) if i not in held]
+        val_items = [(i, 0) for i in held]
+    train_items = [(i, w) for i, w in train_items if w >= 1 and (labs[i][:, :w] != UNLABELLED).any()]
+    if not train_items:
+        raise InputError("no labelled pixel is left for training after the validation split")
+    val_items = [(i, x0) for i, x0 in val_items if (labs[i][:, x0:] != UNLABELLED).any()]
+
+    counts = np.zeros(n_classes, np.int64)
+    for i, w in train_items:
+        counts += np.bincount(labs[i][:, :w].ravel(), minlength=256)[:n_classes]
+    if class_weights == "balanced":
+        if (counts == 0).any():
+            missing = [classes[c] for c in np.flatnonzero(counts == 0)]
+            raise InputError(f"the training labels hold no pixel of class {missing}; label some")
+        cw = counts.sum() / (n_classes * counts.astype(np.float64))
+        cw = np.clip(cw, 0.05, 50.0)
+    elif class_weights is None:
+        cw = np.ones(n_classes)
+    else:
+        cw = np.asarray(class_weights, dtype=np.float64)
+        if cw.shape != (n_classes,) or (cw < 0).any():
+            raise ConfigError(f"class_weights must be 'balanced', None or {n_classes} non-negative numbers")
+
+    # ---- torch setup ----------------------------------------------------------------------
+    rng = np.random.default_rng(seed)
+    prev_threads = torch.get_num_threads()
+    n_threads = int(threads) if threads else _available_cores()
+    torch.set_num_threads(n_threads)
+    try:
+        torch.manual_seed(seed)
+        net = SegNet(k, n_classes, widths, convs).to(device)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+        total_steps = int(epochs) * int(steps_per_epoch)
+        if schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+        elif schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _s: 1.0)
+        loss_fn = torch.nn.CrossEntropyLoss(
+            weight=torch.tensor(cw, dtype=torch.float32, device=device), ignore_index=UNLABELLED
+        )
+        probs = np.array([(labs[i][:, :w] != UNLABELLED).sum() for i, w in train_items], np.float64)
+        probs /= probs.sum()
+
+        def sample():
+            xs, ys = [], []
+            while len(xs) < batch_size:
+                for _attempt in range(20):
+                    j = int(rng.choice(len(train_items), p=probs))
+                    i, w = train_items[j]
+                    h = labs[i].shape[0]
+                    c = min(int(crop), h, w)
+                    y0 = int(rng.integers(0, h - c + 1))
+                    x0 = int(rng.integers(0, w - c + 1))
+                    lab = labs[i][y0 : y0 + c, x0 : x0 + c]
+                    if (lab != UNLABELLED).any():
+                        break
+                x = ctxs[i][:, y0 : y0 + c, x0 : x0 + c]
+                if augment:
+                    x, lab = _augment(x, lab, rng)
+                xs.append(x)
+                ys.append(lab)
+            # Crops of different slices may differ in size when slices are small: pad to
+            # the largest with unlabelled pixels.
+            hh = max(x.shape[1] for x in xs)
+            ww = max(x.shape[2] for x in xs)
+            xb = np.zeros((len(xs), k, hh, ww), np.float32)
+            yb = np.full((len(xs), hh, ww), UNLABELLED, np.int64)
+            for b, (x, lab) in enumerate(zip(xs, ys)):
+                xb[b, :, : x.shape[1], : x.shape[2]] = x
+                yb[b, : lab.shape[0], : lab.shape[1]] = lab
+            return torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+
+        def validate() -> float | None:
+            if not val_items:
+                return None
+            net.eval()
+            correct = total = 0
+            margin = 64  # context columns left of the band, so the band sees its neighbourhood
+            with torch.inference_mode():
+                for i, x0 in val_items:
+                    xa = max(0, x0 - margin)
+                    x = torch.from_numpy(np.ascontiguousarray(ctxs[i][None, :, :, xa:])).to(device)
+                    pred = net(x).argmax(1)[0, :, x0 - xa :].cpu().numpy()
+                    lab = labs[i][:, x0:]
+                    m = lab != UNLABELLED
+                    correct += int((pred[m] == lab[m]).sum())
+                    total += int(m.sum())
+            net.train()
+            return correct / total if total else None
+
+        history = []
+        best_acc, best_state, best_epoch, bad = -1.0, None, None, 0
+        stopped = "epochs"
+        n_steps = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=total_steps, desc="train SegNet", unit="step", disable=not progress, leave=False)
+        net.train()
+        for epoch in range(int(epochs)):
+            losses = []
+            for _step in range(int(steps_per_epoch)):
+                xb, yb = sample()
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(xb), yb)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                n_steps += 1
+                bar.update(1)
+                if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                    stopped = "time_limit"
+                    break
+            acc = validate()
+            rec = {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "val_accuracy": acc,
+                "lr": float(opt.param_groups[0]["lr"]),
+                "elapsed_s": round(time.perf_counter() - t0, 2),
+            }
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", val_acc="-" if acc is None else f"{acc:.4f}")
+            if acc is not None and acc > best_acc + 1e-4:
+                best_acc, best_epoch, bad = acc, epoch + 1, 0
+                best_state = copy.deepcopy(net.state_dict())
+            elif acc is not None:
+                bad += 1
+            if stopped == "time_limit":
+                break
+            if patience is not None and acc is not None and bad >= patience:
+                stopped = "early_stopping"
+                break
+        bar.close()
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        weights = {kk: v.detach().cpu().numpy().copy() for kk, v in net.state_dict().items()}
+    finally:
+        torch.set_num_threads(prev_threads)
+
+    record = {
+        "options": {
+            "k": int(k), "preset": preset, "crop": int(crop), "batch_size": int(batch_size),
+            "epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch), "lr": lr,
+            "weight_decay": weight_decay, "schedule": schedule,
+            "validation": validation if not isinstance(validation, (list, tuple)) else list(validation),
+            "patience": patience, "augment": bool(augment), "seed": int(seed),
+            "time_limit": time_limit, "class_weights": class_weights if isinstance(class_weights, (str, type(None))) else list(map(float, class_weights)),
+        },
+        "slices": None if slices is None else [int(s) for s in slices],
+        "label_sources": names,
+        "class_pixel_counts": counts.tolist(),
+        "class_loss_weights": [float(c) for c in cw],
+        "history": history,
+        "best_epoch": best_epoch,
+        "best_val_accuracy": None if best_epoch is None else best_acc,
+        "stopped": stopped,
+        "steps": n_steps,
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+        "threads": n_threads,
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "bigvol_version": __version__,
+    }
+    config = {
+        "architecture": "segnet",
+        "in_channels": int(k),
+        "k": int(k),
+        "n_classes": n_classes,
+        "classes": classes,
+        "widths": widths,
+        "convs": convs,
+        "normalization": {"method": "mean_std", "mean": mean, "std": std},
+        "training": record,
+    }
+    return Model(config, weights)
