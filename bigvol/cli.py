@@ -211,6 +211,130 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+# -- train / segment (SegNet) -----------------------------------------------------------------
+def _default_image_array(run) -> str:
+    return "normalized" if run.is_complete("normalized") else "raw"
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the SegNet on labelled slices of a run store")
+    p.add_argument("run", help="run store (run.zarr)")
+    p.add_argument("--labels", nargs="+", required=True,
+                   help="label images (TIFF/PNG, one per slice; 255 = unlabelled), one multi-page "
+                   "TIFF, a folder of them, or 'truth' for the store's ground-truth array")
+    p.add_argument("--slices", nargs="+", type=int, required=True,
+                   help="indices of the labelled slices, in the order of --labels")
+    p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
+    p.add_argument("--out", default=None,
+                   help="model file to write (default <run>.model beside the store)")
+    p.add_argument("--k", type=int, default=1, help="adjacent slices as input (odd; default 1)")
+    p.add_argument("--preset", default="slim", choices=("slim", "paper", "tiny"))
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--steps-per-epoch", type=int, default=50)
+    p.add_argument("--crop", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .segment.train import read_labels, train
+    from .store import Run, fingerprint
+
+    run = Run.open(args.run, mode="r+")
+    name = args.array or _default_image_array(run)
+    stack = run.read(name)
+    if args.labels == ["truth"]:
+        truth = run.zarr_array("truth")
+        labels = np.stack([truth[s] for s in args.slices])
+    else:
+        labels = read_labels(args.labels[0] if len(args.labels) == 1 else args.labels, args.slices)
+    out = Path(args.out) if args.out else Path(str(Path(args.run)).rstrip("/").removesuffix(".zarr") + ".model")
+    params = {
+        "array": name, "labels": args.labels, "slices": args.slices, "k": args.k,
+        "preset": args.preset, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
+        "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "time_limit": args.time_limit,
+    }
+    model = train(
+        stack, labels, slices=args.slices, k=args.k, preset=args.preset, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, crop=args.crop, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, time_limit=args.time_limit, device=args.device,
+        progress=not args.quiet,
+    )
+    model.save(out)
+    rec = model.record
+    run.record_stage("train", parameters=params, fingerprint=fingerprint(params, model.digest),
+                     outputs=[], extra={"model": str(out), "model_digest": model.digest})
+    acc = rec.get("best_val_accuracy")
+    print(
+        f"trained {model!r} in {rec['elapsed_s']:.0f} s ({rec['steps']} steps, {rec['stopped']}); "
+        f"validation accuracy {'n/a' if acc is None else f'{acc:.4f}'} -> {out}"
+    )
+    return 0
+
+
+def _add_segment(sub) -> None:
+    p = sub.add_parser("segment", help="segment every slice of a run store with a trained SegNet")
+    p.add_argument("run", help="run store (run.zarr)")
+    p.add_argument("--model", required=True, help="model file written by 'bigvol train'")
+    p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
+    p.add_argument("--tile", type=int, default=None, help="tile side in px (default 256 CPU, 512 GPU)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in px (default tile/4)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write the float16 class probabilities (c, z, y, x)")
+    p.add_argument("--scheduler", default="threads", help="threads | processes | ADDRESS")
+    p.set_defaults(func=_cmd_segment)
+
+
+def _cmd_segment(args) -> int:
+    import math
+    import time
+
+    from .cluster import compute_context
+    from .segment import Model, predict
+    from .store import Run, fingerprint
+
+    run = Run.open(args.run, mode="r+")
+    name = args.array or _default_image_array(run)
+    stack = run.read(name)
+    model = Model.load(args.model)
+    params = {"array": name, "model_digest": model.digest, "tile": args.tile,
+              "overlap": args.overlap, "probabilities": args.probabilities}
+    fp = fingerprint(params, run.zarr_array(name).attrs.get("bigvol", {}).get("fingerprint"))
+    t0 = time.perf_counter()
+    outputs = ["segmentation"]
+    with compute_context(args.scheduler):
+        if args.probabilities:
+            proba = predict(stack, model, tile=args.tile, overlap=args.overlap,
+                            device=args.device, probabilities=True)
+            run.write("probabilities", proba, chunks=(proba.shape[0],) + tuple(c[0] for c in stack.chunks),
+                      fingerprint=fp)
+            # Codes from the stored probabilities: the network runs once.
+            p = run.read("probabilities")
+            seg = p.map_blocks(lambda b: b.argmax(0).astype("uint8"), drop_axis=0, dtype="uint8")
+            outputs.append("probabilities")
+        else:
+            seg = predict(stack, model, tile=args.tile, overlap=args.overlap, device=args.device)
+        run.write("segmentation", seg, fingerprint=fp)
+    dt = time.perf_counter() - t0
+    run.record_stage("segment", parameters=params, fingerprint=fp, outputs=outputs,
+                     extra={"model": str(args.model)})
+    n = math.prod(stack.shape)
+    print(f"segmented {args.run}/{name} {tuple(stack.shape)} -> segmentation in {dt:.1f} s "
+          f"({n / max(dt, 1e-9) / 1e6:.2f} MPx/s) with {model!r}")
+    return 0
+
+
 # -- label ----------------------------------------------------------------------------------
 def _add_label(sub) -> None:
     p = sub.add_parser(
@@ -235,8 +359,56 @@ def _cmd_label(args) -> int:
     return 0
 
 
+# -- report / compare -----------------------------------------------------------------------
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write the self-contained HTML report of a run")
+    p.add_argument("run", help="path of the run store (RUN.zarr)")
+    p.add_argument("--metrics", default=None,
+                   help="metrics JSON (default: RUN.metrics.json beside the store, if any)")
+    p.add_argument("--out", default=None, help="HTML file to write (default: RUN.report.html)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.run, args.metrics, args.out)
+    print(f"report: {out}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="join the metrics of several runs with measured cell properties"
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run stores (RUN.zarr, metrics read from RUN.metrics.json) or metrics JSON")
+    p.add_argument("--properties", required=True,
+                   help="CSV with a 'run' or 'cell' column and numeric cell properties")
+    p.add_argument("--out", default=".", help="output folder (default: current folder)")
+    p.add_argument("--metric", action="append", default=None, dest="metrics",
+                   help="metric column to correlate (repeatable; default: every structure "
+                   "metric that varies between runs)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    import warnings
+
+    from .compare import compare
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        table = compare(args.runs, args.properties, out=args.out, metrics=args.metrics)
+    for w in caught:
+        print(f"bigvol compare: warning: {w.message}", file=sys.stderr)
+    print(f"{len(table['run'])} runs joined -> {args.out}/compare.csv, compare_correlations.csv, "
+          "compare.png, compare.html")
+    return 0
+
+
 # Subcommands in the order ``bigvol --help`` lists them.
-_COMMANDS = [_add_demo, _add_run, _add_ingest, _add_info, _add_analyze, _add_label]
+_COMMANDS = [_add_demo, _add_run, _add_ingest, _add_info, _add_analyze, _add_train, _add_segment, _add_label, _add_report, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
