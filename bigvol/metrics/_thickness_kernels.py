@@ -65,10 +65,9 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                 dists[m] = math.sqrt((a * sz) ** 2 + (b * sy) ** 2 + (c * sx) ** 2)
                 m += 1
 
-    # 1. candidate centres
-    nreg = (reg_hi[0] - reg_lo[0]) * (reg_hi[1] - reg_lo[1]) * (reg_hi[2] - reg_lo[2])
-    cand = np.empty(nreg, np.int64)
-    candk = np.empty(nreg, np.int64)
+    # 1. candidate centres: k per region voxel (0 = not a candidate), then compacted
+    rz0, ry0, rx0 = reg_lo[0], reg_lo[1], reg_lo[2]
+    rk = np.zeros((reg_hi[0] - rz0, reg_hi[1] - ry0, reg_hi[2] - rx0), np.uint16)
     ncand = 0
     kmax = 0
     for z in range(reg_lo[0], reg_hi[0]):
@@ -100,11 +99,22 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                         break
                 if contained:
                     continue
-                cand[ncand] = (z * wy + y) * wx + x
-                candk[ncand] = k
+                rk[z - rz0, y - ry0, x - rx0] = k
                 ncand += 1
                 if k > kmax:
                     kmax = k
+    cand = np.empty(ncand, np.int64)
+    candk = np.empty(ncand, np.int64)
+    i = 0
+    for z in range(reg_lo[0], reg_hi[0]):
+        for y in range(reg_lo[1], reg_hi[1]):
+            for x in range(reg_lo[2], reg_hi[2]):
+                k = rk[z - rz0, y - ry0, x - rx0]
+                if k > 0:
+                    cand[i] = (z * wy + y) * wx + x
+                    candk[i] = k
+                    i += 1
+    rk = np.zeros((1, 1, 1), np.uint16)  # release
 
     # 2. counting sort, largest radius first
     counts = np.zeros(kmax + 2, np.int64)

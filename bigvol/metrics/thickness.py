@@ -192,6 +192,11 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
         raise InputError(
             f"dtype float16 cannot hold diameters up to {2 * radius:g}; use float32"
         )
+    if radius / step > 65000:
+        raise InputError(
+            f"largest inscribed radius {radius:g} is over 65000 voxels; local thickness "
+            "is not supported at that scale"
+        )
     if radius == 0:
         return da.zeros(phases.shape, dtype=dtype, chunks=phases.chunks)
     # halo 2R (+2 voxels for the neighbour test of the pruning); centres within R (+1)
