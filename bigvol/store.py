@@ -412,7 +412,26 @@ def _write_block(block, target, flags, block_info=None):
     target[tuple(slice(a, b) for a, b in loc)] = block
     idx = tuple(block_info[0]["chunk-location"])
     flags[idx] = 1
+    if _FAULT_ENV in os.environ:
+        _maybe_fault(target, flags)
     return np.ones((1,) * block.ndim, dtype=np.uint8)
+
+
+#: Fault injection for the interruption tests: ``BIGVOL_FAULT_KILL=<array>:<n>:<marker>``
+#: makes the process SIGKILL itself once ``n`` chunks of ``<array>`` are written, once (the
+#: marker file records that it happened). A real kill, not a simulated exception.
+_FAULT_ENV = "BIGVOL_FAULT_KILL"
+
+
+def _maybe_fault(target, flags) -> None:
+    import signal
+
+    name, n, marker = os.environ[_FAULT_ENV].split(":", 2)
+    if target.path != name or os.path.exists(marker):
+        return
+    if int(np.asarray(flags[...]).sum()) >= int(n):
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _du(path: Path) -> int:
