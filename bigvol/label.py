@@ -200,17 +200,35 @@ def _pairs_task(a_face, b_face, *margins, connectivity, offsets):
         if multi:
             vals[dst_u, dst_v] = m_val[src_u, src_v]
     a_on = a_ids != 0
-    found = []
+    found_a, found_b = [], []
     for du, dv in _in_plane_offsets(connectivity):
         b = ids[1 + du : 1 + du + h, 1 + dv : 1 + dv + w]
         m = a_on & (b != 0)
         if multi:
             m &= vals[1 + du : 1 + du + h, 1 + dv : 1 + dv + w] == a_val
         if m.any():
-            found.append(np.stack([a_ids[m], b[m]], axis=1))
-    if not found:
+            pa, pb = _drop_repeats(a_ids[m], b[m])  # runs of one pair along the rows
+            found_a.append(pa)
+            found_b.append(pb)
+    if not found_a:
         return np.zeros((0, 2), np.uint64)
-    return np.unique(np.concatenate(found), axis=0)
+    return _unique_pairs(np.concatenate(found_a), np.concatenate(found_b))
+
+
+def _drop_repeats(a, b):
+    keep = np.empty(len(a), bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    keep[1:] |= b[1:] != b[:-1]
+    return a[keep], b[keep]
+
+
+def _unique_pairs(a, b) -> np.ndarray:
+    """Unique rows of (a, b); lexsort of two uint64 columns (np.unique(axis=0) sorts a
+    void view, ~20x slower)."""
+    order = np.lexsort((b, a))
+    a, b = _drop_repeats(a[order], b[order])
+    return np.stack([a, b], axis=1)
 
 
 def _tables(mask: da.Array, connectivity: int, select, stats: bool):
