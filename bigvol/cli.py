@@ -103,15 +103,24 @@ def _cmd_ingest(args) -> int:
     import time
 
     from .ingest import ingest
-    from .store import Run
+    from .store import Run, StoreError
 
+    stage = "ingest" if args.name == "raw" else f"ingest:{args.name}"
+    try:
+        before = Run.open(args.run).stage(stage)
+    except StoreError:
+        before = None
     t0 = time.perf_counter()
     arr = ingest(args.source, args.run, chunks=args.chunks, voxel_size=args.voxel_size,
                  allow_gaps=args.allow_gaps, name=args.name)
     dt = time.perf_counter() - t0
     run = Run.open(args.run)
     vs = run.voxel_size
-    rec = run.stage("ingest" if args.name == "raw" else f"ingest:{args.name}") or {}
+    rec = run.stage(stage) or {}
+    if before is not None and rec == before:
+        print(f"{args.run}/{args.name} is up to date with {args.source} "
+              f"(same files and parameters): nothing to do")
+        return 0
     vs_text = "unknown" if vs is None else " x ".join(f"{v:g}" for v in vs) + " nm"
     if vs is not None and rec.get("voxel_size_origin"):
         vs_text += f" ({rec['voxel_size_origin']})"

@@ -51,8 +51,6 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import zarr
 
@@ -727,6 +725,11 @@ class _ZarrSource(_Source):
             self.arr = node
         self.where = where
         arr = self.arr
+        meta = arr.attrs.get("bigvol")
+        if isinstance(meta, dict) and meta.get("complete") is False:
+            raise InputError(
+                f"{where}: an incomplete bigvol array (its stage was interrupted or failed)"
+            )
         if np.dtype(arr.dtype) not in _GRAY_DTYPES:
             raise InputError(
                 f"{where}: pixel type {arr.dtype}; only 8- or 16-bit unsigned grayscale "
@@ -929,7 +932,7 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
     cz, cy, cx = chunks = _check_chunks(chunks, shape)
     vs, vs_origin = _resolve_voxel_size(override, src.voxel, where)
     params = {
-        "source": str(src.path) if src.path else None,
+        "source": os.path.abspath(src.path) if src.path else None,
         "source_kind": src.kind,
         "chunks": list(chunks),
         "voxel_size": override,

@@ -539,3 +539,18 @@ def test_cli_ingest(tmp_path, capsys):
     run = Run.open(tmp_path / "r.zarr")
     np.testing.assert_array_equal(run.read("raw").compute(), a[[0, 1, 3, 4]])
     assert run.read("raw").chunksize == (2, 3, 3)
+    rc = main(["ingest", str(src), str(tmp_path / "r.zarr"), "--voxel-size", "50", "30", "30",
+               "--chunks", "2", "3", "3", "--allow-gaps"])
+    assert rc == 0 and "up to date" in capsys.readouterr().out
+    # 'auto' takes an entry from the files (none here: a one-line warning, voxel size unknown)
+    rc = main(["ingest", str(src), str(tmp_path / "r.zarr"), "--voxel-size", "50", "auto",
+               "auto", "--allow-gaps"])
+    assert rc == 0 and "voxel size unknown" in capsys.readouterr().out
+    assert Run.open(tmp_path / "r.zarr").voxel_size is None
+
+
+def test_incomplete_bigvol_array_is_not_a_source(tmp_path):
+    run = Run.create(tmp_path / "a.zarr")
+    run.create_array("raw", shape=(2, 3, 3), dtype=np.uint8, chunks=(1, 3, 3))
+    with pytest.raises(InputError, match=r"a\.zarr/raw: an incomplete bigvol array"):
+        bigvol.ingest(tmp_path / "a.zarr" / "raw", tmp_path / "b.zarr")
