@@ -88,26 +88,50 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+_SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
 def _unit(name: str) -> str:
-    if name.endswith("_um-1"):
-        return "µm⁻¹"
-    if name.endswith("_nm"):
-        return "nm"
-    if name.endswith("_vox"):
-        return "voxels"
-    if name.endswith("_um3"):
-        return "µm³"
+    """The unit of a flattened metrics column, read from its name's last token
+    (``_nm``, ``_um-1``, ``_um3``, ``_vox``, ``_s``, ...)."""
+    import re
+
+    m = re.search(r"_(nm|um|vox)(-?\d)?$", name)
+    if m:
+        base = {"nm": "nm", "um": "µm", "vox": "voxel"}[m.group(1)]
+        if m.group(2) is None:
+            return base + ("s" if base == "voxel" else "")
+        return base + m.group(2).translate(_SUP)
     if name.endswith("_s"):
         return "s"
     if name.endswith("_gray"):
         return "gray level"
-    if name.startswith("shape_") or name.endswith("n_components"):
+    if name.startswith("shape_") or name.endswith(("n_components", "n_spanning", "n_voxels",
+                                                  "n_subvolumes", "n_percolating")):
         return "count"
-    if "fraction" in name or "accuracy" in name or "_recall_" in name or "_iou_" in name:
+    if "fraction" in name or "accuracy" in name or "_recall_" in name or "_iou_" in name \
+            or "_precision_" in name:
         return "fraction (0-1)"
-    if name.endswith("_tau") or name.endswith("eff_ratio"):
+    if name.endswith(("_tau", "eff_ratio")):
         return "1"
     return ""
+
+
+_SECTIONS = (
+    ("shape_", "Volume"), ("voxel_size_", "Volume"), ("volume_fraction_", "Volume fractions"),
+    ("isolated_fraction_", "Isolated fraction (not connected across the thickness axis)"),
+    ("percolation_", "Percolation"), ("thickness_", "Local thickness"),
+    ("tortuosity_", "Tortuosity and effective transport"), ("interfaces_", "Interfaces"),
+    ("evaluation_", "Segmentation quality"), ("normalization_", "Brightness normalization"),
+    ("timings_", "Timings"),
+)
+
+
+def _section_of(name: str) -> str:
+    for prefix, title in _SECTIONS:
+        if name.startswith(prefix):
+            return title
+    return "Other"
 
 
 def _physical(vs, shape):
@@ -176,7 +200,7 @@ def _ortho_figure(arr, name, phases, vs, max_px):
     (dz, dy, dx), unit = _physical(vs, arr.shape)
     Z, Y, X = nz * dz, ny * dy, nx * dx
 
-    fig = Figure(figsize=(9.0, 9.0 * (Y + Z) / (X + Z) + 0.4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(6.4, 6.4 * (Y + Z) / (X + Z) + 0.4), dpi=110, layout="constrained")
     gs = fig.add_gridspec(
         2, 2, width_ratios=[X, max(Z, 0.05 * X)], height_ratios=[Y, max(Z, 0.05 * Y)]
     )
@@ -611,8 +635,9 @@ def _metrics_tables(metrics: Mapping[str, Any], phases) -> str:
             p = phases[p] if isinstance(p, int) and p < len(phases) else str(p)
             if i < len(cf) and cf[i] is not None:
                 grid[(p, a)] = float(cf[i])
-        t = ('<table class="num" id="tab-percolation"><caption>Percolation: fraction of each '
-             "phase's volume in clusters connected across the volume along each axis</caption>"
+        t = ("<p>Percolation: the fraction of each phase's volume in clusters that connect "
+             "both faces of the volume along each axis.</p>"
+             '<table class="num" id="tab-percolation">'
              "<tr><th>phase \\ axis</th>" + "".join(f"<th>{_esc(a)}</th>" for a in axes)
              + "</tr>")
         for p in phs:
@@ -621,7 +646,12 @@ def _metrics_tables(metrics: Mapping[str, Any], phases) -> str:
             ) + "</tr>"
         out.append(t + "</table>")
     rows = []
+    current = None
     for k, v in flat.items():
+        sec = _section_of(k)
+        if sec != current:
+            rows.append(f'<tr class="sec"><th colspan="3">{_esc(sec)}</th></tr>')
+            current = sec
         rows.append(
             f'<tr data-key="{_esc(k)}" data-value="{_esc(repr(v))}"><th class="key">{_esc(k)}</th>'
             f"<td>{_fmt(v)}</td><td class=unit>{_esc(_unit(k))}</td></tr>"
@@ -699,7 +729,8 @@ margin-top:2em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}th{background:#f1f3f6;
 text-align:left}table.num td{text-align:right;font-variant-numeric:tabular-nums}
 th.key{font-family:monospace;font-weight:normal}td.unit{text-align:left!important}
-td.diag{background:#dde8f5;font-weight:600}caption{font-weight:600;text-align:left;
+td.diag{background:#dde8f5;font-weight:600}tr.sec th{background:#dfe6ee;padding-top:6px}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 1.5em}caption{font-weight:600;text-align:left;
 padding:2px 0}figure{margin:1em 0}figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85em;color:#555;margin-top:.3em}code.params{font-size:.8em;
 word-break:break-all}.side{display:flex;flex-wrap:wrap;gap:1.5em}.missing{color:#a33}
@@ -842,7 +873,8 @@ def write_report(
         sections.append('<p class="missing" id="missing">Missing from the store: ' + "; ".join(
             f"<b>{_esc(k)}</b> ({_esc(v)})" for k, v in store.missing.items()) + "</p>")
     sections.append("<h2>Provenance</h2>" + _provenance_table(run))
-    sections.append("<h2>Slices</h2>" + ("\n".join(body) or
+    sections.append("<h2>Slices</h2>" + ('<div class="grid2">' + "\n".join(body) + "</div>"
+                                          if body else
                                           '<p class="missing">No image array to show.</p>'))
     sections.append("<h2>Brightness normalization</h2>" + "\n".join(h for h in norm_html if h))
     sections.append("<h2>Segmentation quality</h2>" + ev_html)
