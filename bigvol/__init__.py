@@ -10,5 +10,6 @@ from . import evaluate, segment
 from .ingest import ingest
 from .label import label
 from . import metrics
+from . import compare, report
 
-__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics"]
+__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics", "compare", "report"]
