@@ -14,8 +14,9 @@ chunks (32, 512, 512):
 
 The output sizes are printed too, so a faster codec that compressed worse would show.
 
-Reported: wall time, MVx/s, peak RSS (``ru_maxrss`` of the process), and the ratios. The
-files are read once before timing so both read them from the page cache.
+Reported: wall time, MVx/s, CPU seconds (user + system), peak RSS (``ru_maxrss`` of the
+process), and the ratios. The files are read once before timing so both read them from the
+page cache.
 
 Usage::
 
@@ -84,7 +85,9 @@ def run_bigvol(folder: Path, out: Path) -> dict:
 def child(which: str, folder: str, out: str) -> None:
     fn = {"naive": run_naive, "bigvol": run_bigvol}[which]
     res = fn(Path(folder), Path(out))
-    res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    res["peak_rss_bytes"] = ru.ru_maxrss * 1024
+    res["cpu_seconds"] = ru.ru_utime + ru.ru_stime  # whole process, imports included
     res["bytes_out"] = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(json.dumps(res))
 
@@ -127,6 +130,7 @@ def main() -> None:
                 results[which].append(r)
                 print(f"  {which:<7} {r['seconds']:7.2f} s  "
                       f"{r['voxels'] / r['seconds'] / 1e6:7.1f} MVx/s  "
+                      f"cpu {r['cpu_seconds']:6.2f} s  "
                       f"peak RSS {r['peak_rss_bytes'] / 2**20:7.0f} MiB  "
                       f"out {r['bytes_out'] / 2**20:.0f} MiB")
         best = {k: min(v, key=lambda r: r["seconds"]) for k, v in results.items()}
@@ -138,8 +142,13 @@ def main() -> None:
               f"peak RSS {rss['naive']:.0f} MiB")
         print(f"  bigvol.ingest                          : {speed['bigvol']:.1f} MVx/s, "
               f"peak RSS {rss['bigvol']:.0f} MiB")
+        cpu = {k: min(r["cpu_seconds"] for r in v) for k, v in results.items()}
         print(f"  ratio bigvol/naive: speed {speed['bigvol'] / speed['naive']:.2f}x, "
-              f"peak RSS {rss['bigvol'] / rss['naive']:.2f}x")
+              f"peak RSS {rss['bigvol'] / rss['naive']:.2f}x, "
+              f"CPU time {cpu['bigvol'] / cpu['naive']:.2f}x")
+        print(f"  (CPU time counts user + system seconds of the whole process; on a loaded "
+              f"machine it is steadier than wall time; load average now "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -395,7 +395,8 @@ class _Source:
     dtype: np.dtype
     voxel: tuple[tuple, str] | None = None
 
-    def read(self, z0: int, z1: int, pool: ThreadPoolExecutor) -> np.ndarray:
+    def read(self, z0: int, z1: int, pool: ThreadPoolExecutor, out: np.ndarray) -> np.ndarray:
+        """Slices ``z0:z1`` into ``out[:z1 - z0]`` (a reused buffer); returns that view."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -497,6 +498,9 @@ class _Decoder:
         self.rgb = sample is not None and keyframe.shape[sample] >= 3
         self.bits = keyframe.bitspersample
         self.dtype = np.dtype(keyframe.dtype)
+        from tifffile import PHOTOMETRIC
+
+        self.trivial = sample is None and keyframe.photometric != PHOTOMETRIC.MINISWHITE
 
     def __call__(self, a: np.ndarray, pages_first: bool, where) -> np.ndarray:
         """``a``: (n, *page_shape) if ``pages_first`` else page_shape -> (n, y, x) or (y, x)."""
@@ -566,7 +570,7 @@ class _FolderSource(_Source):
     def fingerprint(self) -> str:
         return fingerprint([_file_id(f) for f in self.files])
 
-    def _read_one(self, f: Path) -> np.ndarray:
+    def _read_one(self, f: Path, out: np.ndarray) -> None:
         import tifffile
 
         where = str(f)
@@ -577,20 +581,19 @@ class _FolderSource(_Source):
                 desc = (_check_page(kf, sample, where), np.dtype(kf.dtype), sample,
                         kf.shape[sample] if sample is not None else 1, kf.photometric)
                 _compare(desc, self._descs, where, self.files[0])  # the file changed meanwhile
+                if self._decoder.trivial:  # plain grayscale: decode straight into the slab
+                    s.asarray(maxworkers=1, out=out.reshape(page_shape))
+                    return
                 a = s.asarray(maxworkers=1).reshape(page_shape)
         except InputError:
             raise
         except Exception as e:
             raise InputError(f"{where}: corrupt TIFF, its pixel data cannot be read ({e})") from None
-        return self._decoder(a, False, lambda _k: where)
+        out[...] = self._decoder(a, False, lambda _k: where)
 
-    def read(self, z0, z1, pool):
-        slab = np.empty((z1 - z0, *self.shape[1:]), self.dtype)
-
-        def fill(k):
-            slab[k] = self._read_one(self.files[z0 + k])
-
-        list(pool.map(fill, range(z1 - z0)))
+    def read(self, z0, z1, pool, out):
+        slab = out[: z1 - z0]
+        list(pool.map(lambda k: self._read_one(self.files[z0 + k], slab[k]), range(z1 - z0)))
         return slab
 
 
@@ -683,7 +686,7 @@ class _MultipageSource(_Source):
     def fingerprint(self) -> str:
         return fingerprint(_file_id(self.path))
 
-    def read(self, z0, z1, pool):
+    def read(self, z0, z1, pool, out):
         where = str(self.path)
         keys = list(range(z0, z1)) if self._keys is None else self._keys[z0:z1]
         try:
@@ -692,7 +695,9 @@ class _MultipageSource(_Source):
             raise InputError(
                 f"{where}: corrupt TIFF, pages {z0}-{z1 - 1} cannot be read ({e})") from None
         a = a.reshape((len(keys), *a.shape[a.ndim - self._page_ndim:]))
-        return self._decoder(a, True, lambda k: f"{where}, page {z0 + k}")
+        slab = out[: z1 - z0]
+        slab[...] = self._decoder(a, True, lambda k: f"{where}, page {z0 + k}")
+        return slab
 
     def close(self):
         self.tif.close()
@@ -747,13 +752,13 @@ class _ZarrSource(_Source):
         meta = json.loads(json.dumps(self.arr.metadata.to_dict(), default=str))
         return fingerprint(str(self.path) if self.path else None, meta)
 
-    def read(self, z0, z1, pool):
+    def read(self, z0, z1, pool, out):
+        slab = out[: z1 - z0]
         try:
-            if self.arr.ndim == 2:
-                return self.arr[...][None]
-            return self.arr[z0:z1]
+            slab[...] = self.arr[...] if self.arr.ndim == 2 else self.arr[z0:z1]
         except Exception as e:
             raise InputError(f"{self.where}: slices {z0}-{z1 - 1} cannot be read ({e})") from None
+        return slab
 
 
 def _zarr_local_path(arr: zarr.Array) -> Path | None:
@@ -958,12 +963,15 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
     if z_start:
         log.info("resuming an interrupted ingest of %s at slice %d", name, z_start)
     try:
-        # Read slab k+1 (threads decode the slices) while slab k is written: ~2 slabs in memory.
+        # Read slab k+1 (threads decode the slices) while slab k is written, into two slab
+        # buffers used in turn: two slabs in memory, allocated once.
+        buffers = [np.empty((min(cz, shape[0]), *shape[1:]), src.dtype) for _ in range(2)]
         with ThreadPoolExecutor(_READ_THREADS) as pool, ThreadPoolExecutor(1) as writer:
             pending = None
-            for z0 in range(z_start, shape[0], cz):
+            for k, z0 in enumerate(range(z_start, shape[0], cz)):
                 z1 = min(z0 + cz, shape[0])
-                slab = src.read(z0, z1, pool)
+                # buffer k % 2 was last used by the write of slab k - 2, finished by now
+                slab = src.read(z0, z1, pool, buffers[k % 2])
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(_write_slab, arr, z0, z1, slab, stage_fp)
