@@ -40,6 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+# the truth does not depend on the BSE rendering; switching it off makes generation ~7x faster
+TRUTH_ONLY = dict(noise=False, blur=False, shine_through=False, edge_brightening=False,
+                  curtaining=0.0, brightness_drift=0.0)
+
 CONTENDERS = ["bigvol", "bigvol-nowrite", "dask-image", "cc3d", "scipy", "bigvol-all", "cc3d-all"]
 
 
@@ -50,7 +54,8 @@ def make_volume(path: Path, shape, chunks, seed: int = 0) -> str:
     try:
         from bigvol.synth import phantom
 
-        _, truth = phantom(tuple(shape), seed=seed, chunks=tuple(chunks))
+        _, truth = phantom(tuple(shape), seed=seed, chunks=tuple(chunks),
+                           **TRUTH_ONLY)
         source = "bigvol.synth.phantom truth"
     except ImportError:
         truth = da.from_array(_spheres(shape, seed), chunks=tuple(chunks))

@@ -117,11 +117,13 @@ def _cc(block: np.ndarray, connectivity: int, select):
     # cc3d 4.1 mislabels some strided views (dask hands out views): give it C order
     work = np.ascontiguousarray(work)
     if work.dtype == bool:
-        # cc3d 4.1 fails ("maximum length exception") on bool 1x1xN chunks with 26-conn;
-        # the uint8 view of the same bytes does not
+        # cc3d 4.1 takes its (buggy on 1-voxel-thick chunks) binary path for bool input
         work = work.view(np.uint8)
     labels, n = cc3d.connected_components(
-        work, connectivity=connectivity, return_N=True, out_dtype=np.uint32
+        work, connectivity=connectivity, return_N=True, out_dtype=np.uint32,
+        # binary_image: ~2x faster on a binary mask; cc3d 4.1 fails with it (26-conn) on
+        # chunks 1 voxel thick, where the general path is right
+        binary_image=not multi and min(work.shape) > 1,
     )
     return labels, int(n), multi
 
