@@ -499,7 +499,7 @@ def _phase_key(name: str) -> str:
 
 
 def write_labels(run, phase="all", *, connectivity: int = 26, source: str = "segmentation",
-                 compute_kwargs=None):
+                 fingerprint=None, compute_kwargs=None):
     """Label the run's segmentation and write ``labels/<phase>`` chunk-aligned.
 
     Parameters
@@ -514,6 +514,9 @@ def write_labels(run, phase="all", *, connectivity: int = 26, source: str = "seg
     connectivity : {6, 18, 26}
     source : str
         The array to label (``segmentation``).
+    fingerprint : str, optional
+        The calling stage's fingerprint: a killed write with the same fingerprint resumes
+        from the chunks already written (see :meth:`bigvol.store.Run.write`).
 
     Returns
     -------
@@ -549,7 +552,8 @@ def write_labels(run, phase="all", *, connectivity: int = 26, source: str = "seg
     labels, n = _label(seg, connectivity, select)
     name = f"labels/{key}"
     run.write(name, labels, attrs={"n_components": n, "connectivity": connectivity,
-                                    "phase": phase}, compute_kwargs=compute_kwargs)
+                                    "phase": phase}, fingerprint=fingerprint,
+              compute_kwargs=compute_kwargs)
     return name, n
 
 
