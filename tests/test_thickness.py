@@ -1,0 +1,182 @@
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from dask.callbacks import Callback
+from scipy import ndimage as ndi
+
+from bigvol.errors import InputError
+from bigvol.metrics.thickness import local_thickness, max_inscribed_radius, thickness_summary
+
+
+def blobs(shape, seed=0, sigma=2.5, frac=0.5):
+    f = ndi.gaussian_filter(np.random.default_rng(seed).random(shape).astype(np.float32), sigma)
+    return (f > np.quantile(f, 1 - frac)).astype(np.uint8)
+
+
+def three_phase(shape, seed=0, sigma=2.0):
+    f = ndi.gaussian_filter(np.random.default_rng(seed).random(shape).astype(np.float32), sigma)
+    return np.digitize(f, np.quantile(f, [0.3, 0.65])).astype(np.uint8)
+
+
+class CountTasks(Callback):
+    def __init__(self, needle):
+        super().__init__()
+        self.needle, self.n = needle, 0
+
+    def _pretask(self, key, dsk, state):
+        if self.needle in str(key):
+            self.n += 1
+
+
+def test_equals_porespy_diameter_on_isotropic_volume():
+    ps = pytest.importorskip("porespy")
+    v = blobs((40, 40, 40), seed=1, sigma=2.5)
+    # PoreSpy's "dt" and "bf" methods give the same integer-radius answer; "dt" needs no
+    # numba compilation (30 s of test time)
+    ref = ps.filters.local_thickness(v.astype(bool), method="dt")  # a radius
+    lt = local_thickness(v, 1).compute()
+    assert np.abs(lt - 2 * ref).max() <= 1.0  # the issue asks within one voxel
+    np.testing.assert_array_equal(lt, 2 * ref)  # same integer-radius convention: equal
+
+
+@pytest.mark.parametrize(
+    "shape, chunks",
+    [((24, 30, 28), (7, 11, 13)), ((7, 8, 6), (1, 1, 1)), ((24, 30, 28), (24, 30, 28)),
+     ((24, 30, 28), (5, 30, 3))],
+    ids=["uneven", "size1", "one", "mixed"],
+)
+@pytest.mark.parametrize("voxel_size", [None, (50, 30, 30)])
+def test_chunk_invariant(shape, chunks, voxel_size):
+    v = three_phase(shape, seed=3, sigma=1.5)
+    ref = local_thickness(v, 1, voxel_size=voxel_size).compute()
+    got = local_thickness(da.from_array(v, chunks=chunks), 1, voxel_size=voxel_size)
+    assert got.chunks == da.from_array(v, chunks=chunks).chunks
+    np.testing.assert_array_equal(got.compute(), ref)
+    assert (ref[v != 1] == 0).all() and (ref[v == 1] > 0).all()
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_slab_exact_anisotropic(axis, n):
+    vs = (50.0, 30.0, 20.0)
+    shape = [12, 12, 12]
+    v = np.zeros(shape, np.uint8)
+    sl = [slice(None)] * 3
+    sl[axis] = slice(3, 3 + n)
+    v[tuple(sl)] = 1
+    lt = local_thickness(da.from_array(v, chunks=(5, 7, 4)), 1, voxel_size=vs).compute()
+    step = min(vs)
+    dt_max = ((n + 1) // 2) * vs[axis]  # nearest outside voxel centre from the middle
+    expected = 2 * np.floor(dt_max / step + 1e-9) * step
+    assert np.unique(lt[v == 1]).tolist() == [expected]
+    assert (lt[v == 0] == 0).all()
+    if vs[axis] == step:  # the finest axis: n voxels (even n) or n + 1 (odd n)
+        assert expected == (n if n % 2 == 0 else n + 1) * step
+
+
+def test_sphere_exact_physical_ball_on_anisotropic_voxels():
+    vs = (50.0, 30.0, 30.0)
+    z, y, x = np.mgrid[:21, :31, :31]
+    d2 = ((z - 10) * vs[0]) ** 2 + ((y - 15) * vs[1]) ** 2 + ((x - 15) * vs[2]) ** 2
+    v = (d2 < 300.0**2).astype(np.uint8)  # a physical ball of radius 300 nm
+    lt = local_thickness(da.from_array(v, chunks=(8, 9, 10)), 1, voxel_size=vs).compute()
+    assert np.unique(lt[v == 1]).tolist() == [600.0]  # its diameter, everywhere
+    assert max_inscribed_radius(v, 1, voxel_size=vs) == 300.0
+
+
+def test_two_balls_keep_their_own_diameters():
+    z, y, x = np.mgrid[:20, :40, :20]
+    big = (z - 10) ** 2 + (y - 12) ** 2 + (x - 10) ** 2 < 8**2
+    small = (z - 10) ** 2 + (y - 32) ** 2 + (x - 10) ** 2 < 4**2
+    v = (big | small).astype(np.uint8)
+    lt = local_thickness(da.from_array(v, chunks=(6, 11, 7)), 1).compute()
+    assert np.unique(lt[big]).tolist() == [16.0]
+    assert np.unique(lt[small]).tolist() == [8.0]
+
+
+def test_lazy_with_max_diameter_and_no_rerun_of_blocks():
+    v = da.from_array(three_phase((30, 40, 36), seed=5, sigma=1.2), chunks=(15, 20, 18))
+    r = max_inscribed_radius(v, 2)
+    with CountTasks("") as cb:
+        lt = local_thickness(v, 2, max_diameter=2 * r)
+    assert cb.n == 0  # building the graph computes nothing
+    with CountTasks("_thickness_block") as cb:
+        out = lt.compute(optimize_graph=False)  # keep task names: count the real blocks
+    blocks = [k for k in dict(lt.__dask_graph__()) if "_thickness_block" in str(k)]
+    assert len(blocks) == 8  # the 2 x 2 x 2 chunks were not merged by the halo
+    assert cb.n == len(blocks)  # each window computed once
+    np.testing.assert_array_equal(out, local_thickness(v, 2).compute())
+
+
+def test_float16_and_absent_phase():
+    v = three_phase((16, 16, 16), seed=2)
+    a = local_thickness(v, 0, voxel_size=(50, 30, 30)).compute()
+    b = local_thickness(v, 0, voxel_size=(50, 30, 30), dtype=np.float16).compute()
+    assert b.dtype == np.float16
+    np.testing.assert_array_equal(a.astype(np.float16), b)
+    z = local_thickness(v, 7).compute()
+    assert z.shape == v.shape and not z.any()
+
+
+def test_distributed_cluster_matches_threads():
+    distributed = pytest.importorskip("distributed")
+    v = three_phase((20, 26, 24), seed=9)
+    ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        lt = local_thickness(da.from_array(v, chunks=(7, 9, 8)), 1, voxel_size=(50, 30, 30))
+        got = client.compute(lt).result()
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_summary_matches_numpy():
+    rng = np.random.default_rng(0)
+    t = (rng.integers(0, 6, (10, 12, 14)) * 60).astype(np.float32)  # 0 = outside
+    s = thickness_summary(da.from_array(t, chunks=(3, 5, 7)), voxel_size=(50, 30, 30), bins=4)
+    vals = t[t > 0].astype(np.float64)
+    assert s["n_voxels"] == vals.size
+    assert s["volume_um3"] == pytest.approx(vals.size * 50 * 30 * 30 * 1e-9)
+    assert s["mean_nm"] == pytest.approx(vals.mean())
+    assert s["std_nm"] == pytest.approx(vals.std())
+    for key, q in (("p05", 5), ("p25", 25), ("median", 50), ("p90", 90), ("p95", 95)):
+        assert s[f"{key}_nm"] == np.percentile(vals, q, method="inverted_cdf")
+    assert s["max_nm"] == vals.max() and s["min_nm"] == vals.min()
+    h, e = np.histogram(vals, bins=4, range=(0, vals.max()))
+    np.testing.assert_allclose(s["histogram_volume_fraction"], h / vals.size)
+    np.testing.assert_allclose(s["histogram_edges_nm"], e)
+    empty = thickness_summary(np.zeros((3, 3, 3), np.float32))
+    assert empty["n_voxels"] == 0 and empty["mean_nm"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(phase=1.5), "phase"),
+        (dict(phase=-1), "phase"),
+        (dict(phase=1, voxel_size=(50, 30)), "voxel_size"),
+        (dict(phase=1, voxel_size=(50, 0, 30)), "voxel_size"),
+        (dict(phase=1, dtype=np.int32), "dtype"),
+        (dict(phase=1, max_diameter="big"), "max_diameter"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    v = three_phase((8, 8, 8))
+    with pytest.raises(InputError, match=match):
+        local_thickness(v, **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="3-D"):
+        local_thickness(np.zeros((4, 4), np.uint8), 1)
+    with pytest.raises(InputError, match="integer"):
+        local_thickness(np.zeros((4, 4, 4), np.float32), 1)
+    with pytest.raises(InputError, match="fills the whole volume"):
+        local_thickness(np.ones((6, 5, 4), np.uint8), 1)
+    v = np.ones((6, 5, 4), np.uint8)
+    before = v.copy()
+    v[0, 0, 0] = 0
+    before[0, 0, 0] = 0
+    local_thickness(v, 1).compute()
+    np.testing.assert_array_equal(v, before)  # input untouched
