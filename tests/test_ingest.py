@@ -393,7 +393,7 @@ def test_odd_file_in_folder(tmp_path):
     a = stack((3, 4, 4))
     src = write_folder(tmp_path / "s", a)
     tifffile.imwrite(src / "overview.tif", a[0])
-    with pytest.raises(InputError, match=r"overview\.tif does not follow the naming of the other 3"):
+    with pytest.raises(InputError, match=r"overview\.tif does not follow the naming of the other"):
         bigvol.ingest(src, tmp_path / "r.zarr")
     (src / "slice_1.tif").rename(src / "slice_01.tif")  # padding may differ, still one pattern
     (src / "overview.tif").unlink()
