@@ -38,7 +38,8 @@ from .model import Model
 _CACHE: "OrderedDict[str, Model]" = OrderedDict()  # digest -> Model, per process
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 4
-_INITIAL_TORCH_THREADS: int | None = None
+#: Models loaded from files or unpickled in this process (tests check "once per worker").
+_LOADS = {"count": 0}
 
 
 class _ModelRef:
@@ -64,6 +65,7 @@ class _ModelRef:
             m = _CACHE.get(self.digest)
             if m is None:
                 m = self.model if self.model is not None else Model.load(self.path)
+                _LOADS["count"] += 1
                 if m.digest != self.digest:
                     raise InputError(
                         f"model file {self.path} changed while the segmentation was running"
@@ -90,7 +92,6 @@ def _task_threads(threads: int | None) -> int:
     ``cores // n`` torch threads, capped by ``OMP_NUM_THREADS`` when set (Dask's nanny
     sets it to 1 in every worker process of a multi-process cluster).
     """
-    global _INITIAL_TORCH_THREADS
     if threads:
         return int(threads)
     cores = _available_cores()
@@ -155,6 +156,7 @@ def _segment_block(
     batch_size: int,
     threads: int | None,
     probabilities: bool,
+    amp: bool | None = None,
 ) -> np.ndarray:
     """Class probabilities (or codes) of the core of one block, from the global tile grid.
 
@@ -169,7 +171,7 @@ def _segment_block(
         torch.set_num_threads(_task_threads(threads))
     with _CACHE_LOCK:
         net = model.module(dev)
-        if dev.startswith("cuda"):
+        if dev.startswith("cuda") or amp:
             net = net.to(memory_format=torch.channels_last)
     norm = model.normalization
     mean, std = float(norm["mean"]), float(norm["std"])
@@ -201,7 +203,10 @@ def _segment_block(
 
     cuda = dev.startswith("cuda")
     if cuda:
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        use_amp = True if amp is None else bool(amp)
+    else:
+        amp_dtype, use_amp = torch.bfloat16, bool(amp)
     with torch.inference_mode():
         for b0 in range(0, len(tiles), batch_size):
             chunk = tiles[b0 : b0 + batch_size]
@@ -213,9 +218,9 @@ def _segment_block(
             xt = torch.from_numpy(xb)
             if cuda:
                 xt = xt.pin_memory().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=amp):
-                    logits = net(xt)
-            else:
+            elif use_amp:
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.split(":")[0], dtype=amp_dtype, enabled=use_amp):
                 logits = net(xt)
             p = torch.softmax(logits.float(), dim=1) * wmap
             for j, (z, y0, x0) in enumerate(chunk):
@@ -242,6 +247,7 @@ def predict(
     probabilities: bool = False,
     batch_size: int | None = None,
     threads: int | None = None,
+    amp: bool | None = None,
 ):
     """Segment every slice of a stack with a trained SegNet: a lazy Dask graph.
 
@@ -267,6 +273,10 @@ def predict(
         Tiles per forward pass (default 4 on CPU, 16 on CUDA).
     threads : int, optional
         Torch threads per task on CPU (default: cores / concurrent tasks).
+    amp : bool, optional
+        bfloat16/float16 autocast. Default: on for CUDA, off on the CPU (float32, so that
+        results do not depend on the CPU's bfloat16 support); ``amp=True`` on a CPU with
+        AVX512-BF16/AMX is several times faster (benchmarks/bench_infer.py).
 
     Returns
     -------
@@ -343,7 +353,7 @@ def predict(
         return _segment_block(
             block, mref.get(), z_pad=d, origin=origin, core=(cy, cx), image_shape=(Y, X),
             tile=tile, overlap=overlap, device=device, batch_size=batch_size,
-            threads=threads, probabilities=probabilities,
+            threads=threads, probabilities=probabilities, amp=amp,
         )
 
     annotate = str(device).startswith("cuda") or (device == "auto" and _cluster_has_gpus())

@@ -212,6 +212,34 @@ def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
 
 
 # -- training ----------------------------------------------------------------------------
+def _lr_factor(schedule: str, p: float) -> float:
+    """Learning-rate factor at training progress ``p`` in [0, 1]."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * p))
+    warm = 0.15
+    if p < warm:
+        return 0.04 + 0.96 * p / warm
+    return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (p - warm) / (1 - warm)))
+
+
+def _amp_choice(amp, device):
+    """(enabled, dtype) of the autocast used for training and CPU inference."""
+    import torch
+
+    dev = str(device).split(":")[0]
+    if dev == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return (True if amp is None else bool(amp)), dtype
+    if amp is None:
+        try:
+            amp = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # pragma: no cover - old or exotic builds
+            amp = False
+    return bool(amp), torch.bfloat16
+
+
 def train(
     images,
     labels,
@@ -229,6 +257,7 @@ def train(
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
     schedule: str = "onecycle",
+    amp: bool | None = None,
     validation: float | Sequence[int] | None = 0.15,
     patience: int | None = 8,
     class_weights: str | Sequence[float] | None = "balanced",
@@ -282,6 +311,14 @@ def train(
     lr, weight_decay : float
         AdamW peak learning rate and weight decay.
     schedule : {"onecycle", "cosine", "constant"}
+        One cycle: linear warm-up over the first 15 % of training to ``lr``, then cosine
+        decay to ``lr / 1000`` (Smith 2018); cosine: decay from the start; constant.
+        Progress is counted in steps, or in time when ``time_limit`` comes first, so a
+        time-limited run still anneals.
+    amp : bool, optional
+        Mixed precision (bfloat16 autocast) for the forward pass. Default: on where the
+        CPU has native bfloat16 (AVX512-BF16 / AMX; 2-3x faster here) and on CUDA; the
+        weights and the loss stay float32.
     validation : float or sequence of int or None
         A fraction ``f``: the last ``f`` of the columns of every labelled slice are held out
         (never cropped for training) and scored each epoch. A list of indices (into
@@ -417,14 +454,18 @@ def train(
     try:
         torch.manual_seed(seed)
         net = SegNet(k, n_classes, widths, convs).to(device)
+        use_amp, amp_dtype = _amp_choice(amp, device)
+        # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolutions.
+        net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         total_steps = int(epochs) * int(steps_per_epoch)
-        if schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
-        elif schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _s: 1.0)
+        # The schedule is a function of training progress p in [0, 1]: the step count over
+        # the planned steps, or the time used over ``time_limit`` when that comes first.
+        # Written by hand (not OneCycleLR) because torch's schedulers only count steps.
+        progress_at = {"p": 0.0}
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda _s: _lr_factor(schedule, progress_at["p"])
+        )
         loss_fn = torch.nn.CrossEntropyLoss(
             weight=torch.tensor(cw, dtype=torch.float32, device=device), ignore_index=UNLABELLED
         )
@@ -458,7 +499,8 @@ def train(
             for b, (x, lab) in enumerate(zip(xs, ys)):
                 xb[b, :, : x.shape[1], : x.shape[2]] = x
                 yb[b, : lab.shape[0], : lab.shape[1]] = lab
-            return torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+            xt = torch.from_numpy(xb).to(device).contiguous(memory_format=torch.channels_last)
+            return xt, torch.from_numpy(yb).to(device)
 
         def validate() -> float | None:
             if not val_items:
@@ -490,9 +532,15 @@ def train(
             for _step in range(int(steps_per_epoch)):
                 xb, yb = sample()
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(xb), yb)
+                with torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp):
+                    logits = net(xb)
+                loss = loss_fn(logits.float(), yb)
                 loss.backward()
                 opt.step()
+                progress_at["p"] = min(1.0, max(
+                    (n_steps + 1) / total_steps,
+                    (time.perf_counter() - t0) / time_limit if time_limit else 0.0,
+                ))
                 sched.step()
                 losses.append(float(loss.detach()))
                 n_steps += 1
@@ -532,7 +580,7 @@ def train(
         "options": {
             "k": int(k), "preset": preset, "crop": int(crop), "batch_size": int(batch_size),
             "epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch), "lr": lr,
-            "weight_decay": weight_decay, "schedule": schedule,
+            "weight_decay": weight_decay, "schedule": schedule, "amp": bool(use_amp),
             "validation": validation if not isinstance(validation, (list, tuple)) else list(validation),
             "patience": patience, "augment": bool(augment), "seed": int(seed),
             "time_limit": time_limit, "class_weights": class_weights if isinstance(class_weights, (str, type(None))) else list(map(float, class_weights)),
