@@ -739,7 +739,8 @@ class _ZarrSource(_Source):
             raise InputError(
                 f"{where}: an incomplete bigvol array (its stage was interrupted or failed)"
             )
-        if np.dtype(arr.dtype) not in _GRAY_DTYPES:
+        dt = np.dtype(arr.dtype)
+        if dt.kind != "u" or dt.itemsize not in (1, 2):  # any byte order: read as native
             raise InputError(
                 f"{where}: pixel type {arr.dtype}; only 8- or 16-bit unsigned grayscale "
                 "(uint8, uint16) can be ingested"
@@ -749,7 +750,7 @@ class _ZarrSource(_Source):
                 f"{where}: {arr.ndim} dimensions {arr.shape}; expected (z, y, x) or (y, x)"
             )
         self.shape = tuple(arr.shape) if arr.ndim == 3 else (1, *arr.shape)
-        self.dtype = np.dtype(arr.dtype)
+        self.dtype = np.dtype(f"uint{8 * dt.itemsize}")
         self.voxel = _zarr_voxel_size(arr, src_path)
 
     def fingerprint(self) -> str:

@@ -166,6 +166,24 @@ def test_zarr_source_path_and_object(tmp_path, zarr_format):
     assert digest(path) == before
 
 
+def test_zarr_v2_big_endian_and_2d_sources(tmp_path):
+    a = stack((4, 6, 5), dtype=np.uint16)
+    z = zarr.create_array(str(tmp_path / "be.zarr"), shape=a.shape, chunks=(3, 4, 4),
+                          dtype=">u2", zarr_format=2)
+    z[...] = a
+    arr = quiet_ingest(tmp_path / "be.zarr", tmp_path / "r.zarr")
+    assert arr.dtype == np.dtype("uint16")
+    np.testing.assert_array_equal(arr[...], a)
+    z2 = zarr.create_array(str(tmp_path / "one.zarr"), shape=(6, 5), chunks=(4, 4), dtype="u1")
+    z2[...] = a[0] % 256
+    arr = quiet_ingest(tmp_path / "one.zarr", tmp_path / "r2.zarr")
+    np.testing.assert_array_equal(arr[...], (a[0] % 256)[None])
+    zf = zarr.create_array(str(tmp_path / "f.zarr"), shape=(2, 3, 3), dtype="f4")
+    with pytest.raises(InputError, match=r"f\.zarr: pixel type float32"):
+        bigvol.ingest(tmp_path / "f.zarr", tmp_path / "r3.zarr")
+    assert zf.shape == (2, 3, 3)
+
+
 def test_zarr_source_from_a_run_carries_voxel_size(tmp_path):
     a = stack((5, 8, 9))
     tifffile.imwrite(tmp_path / "m.tif", a, photometric="minisblack")
