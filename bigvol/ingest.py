@@ -31,6 +31,7 @@ Read from the files where present, in nm ``(z, y, x)``:
   unit. No slice thickness either.
 - ImageJ (tifffile ``imagej_metadata``): ``spacing`` and ``unit`` give z; the XResolution /
   YResolution tags (pixels per ``unit``) give x and y.
+- OME-TIFF (OME-XML ``Pixels``): ``PhysicalSizeX/Y/Z`` and their units.
 - A Zarr source: ``voxel_size`` attributes (bigvol), or OME-Zarr ``multiscales`` scales.
 
 ``voxel_size=`` overrides the files, entry by entry: ``(50, None, None)`` takes the slice
@@ -65,6 +66,7 @@ __all__ = [
     "fei_pixel_size",
     "zeiss_pixel_size",
     "imagej_voxel_size",
+    "ome_voxel_size",
     "DEFAULT_CHUNKS",
 ]
 
@@ -301,6 +303,29 @@ def imagej_voxel_size(meta: dict | None, xresolution=None, yresolution=None):
     return tuple(None if v is None else round(v, 6) for v in (z, y, x))
 
 
+def ome_voxel_size(pixels: dict | None):
+    """Voxel size ``(z, y, x)`` in nm from the OME-XML ``Pixels`` element of an OME-TIFF.
+
+    ``PhysicalSizeX/Y/Z`` with ``PhysicalSize*Unit`` (default micrometre, per the OME schema);
+    unknown entries are ``None``; ``None`` when none is given.
+
+    Examples
+    --------
+    >>> ome_voxel_size({"PhysicalSizeX": 0.03, "PhysicalSizeY": 0.03,
+    ...                 "PhysicalSizeZ": 50, "PhysicalSizeZUnit": "nm"})
+    (50.0, 30.0, 30.0)
+    """
+    if not pixels:
+        return None
+    out = tuple(
+        _to_nm(pixels.get(f"PhysicalSize{a}"), pixels.get(f"PhysicalSize{a}Unit", "µm"))
+        for a in "ZYX"
+    )
+    if all(v is None for v in out):
+        return None
+    return tuple(None if v is None else round(v, 6) for v in out)
+
+
 def voxel_size_from_tiff(tif) -> tuple[tuple, str] | None:
     """``((z, y, x), origin)`` from a TIFF's metadata, nm, unknown entries ``None``; or None.
 
@@ -313,6 +338,15 @@ def voxel_size_from_tiff(tif) -> tuple[tuple, str] | None:
         with tifffile.TiffFile(tif) as t:
             return voxel_size_from_tiff(t)
     page = tif.pages.first
+    if tif.is_ome:
+        try:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        except Exception:  # malformed OME-XML: try the other sources
+            pixels = None
+        vs = ome_voxel_size(pixels)
+        if vs is not None:
+            return vs, "OME-TIFF metadata"
     if tif.is_imagej:
         tags = page.tags
         xr = tags.valueof("XResolution")
@@ -983,6 +1017,7 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(_write_slab, arr, z0, z1, slab, stage_fp)
+                log.info("ingest %s: slices %d-%d of %d read", name, z0, z1 - 1, shape[0])
                 del slab
             if pending is not None:
                 pending.result()

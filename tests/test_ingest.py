@@ -265,6 +265,20 @@ def test_voxel_size_fei_and_zeiss_tags(tmp_path):
     assert run.stage("ingest")["voxel_size_origin"] == "voxel_size argument + FEI metadata"
 
 
+def test_voxel_size_from_ome_tiff(tmp_path):
+    a = stack((3, 8, 9))
+    tifffile.imwrite(tmp_path / "s.ome.tif", a, ome=True, photometric="minisblack",
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.03, "PhysicalSizeY": 0.02,
+                               "PhysicalSizeZ": 50, "PhysicalSizeZUnit": "nm"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        arr = bigvol.ingest(tmp_path / "s.ome.tif", tmp_path / "r.zarr")
+    np.testing.assert_array_equal(arr[...], a)
+    run = Run.open(tmp_path / "r.zarr")
+    assert run.voxel_size == pytest.approx((50.0, 20.0, 30.0))
+    assert run.stage("ingest")["voxel_size_origin"] == "OME-TIFF metadata"
+
+
 def test_voxel_size_override_wins(tmp_path):
     a = stack((3, 8, 9))
     f = tmp_path / "ij.tif"
