@@ -22,8 +22,8 @@ indicator at level 0.5; ``S_p`` is its area. With three phases every surface is 
 two interfaces that bound it, ``S_a = A_ab + A_ac``, hence
 ``A_ab = (S_a + S_b - S_c) / 2``; with two phases ``A_01 = (S_0 + S_1) / 2``. Equals
 TauFactor's ``specific_surface_area(method="marching_cubes", smoothing=False)``; on binary
-data it over-reports a digitized sphere's area by about 9-12 % (chamfered facets), exact for
-a plane parallel to the grid.
+data it over-reports a digitized sphere's area by about 9-12 % (chamfered facets); a plane
+parallel to the grid is exact up to the half-voxel rim at the faces of the volume.
 
 Triple-phase boundary
 ---------------------
