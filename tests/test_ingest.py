@@ -586,3 +586,12 @@ def test_incomplete_bigvol_array_is_not_a_source(tmp_path):
     run.create_array("raw", shape=(2, 3, 3), dtype=np.uint8, chunks=(1, 3, 3))
     with pytest.raises(InputError, match=r"a\.zarr/raw: an incomplete bigvol array"):
         bigvol.ingest(tmp_path / "a.zarr" / "raw", tmp_path / "b.zarr")
+
+
+def test_docstring_examples():
+    import doctest
+    import importlib
+
+    mod = importlib.import_module("bigvol.ingest")
+    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted >= 5
