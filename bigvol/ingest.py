@@ -171,34 +171,33 @@ def list_slices(folder: str | os.PathLike, *, allow_gaps: bool = False) -> list[
             "out of the folder, or pass allow_gaps=True (--allow-gaps) to take every file in "
             "natural sort order"
         )
-    numbers = np.array([[int(d) for d in re.findall(r"\d+", n)] for n in names], dtype=np.int64)
-    if numbers.shape[1] == 0:  # no digits at all: nothing to check
+    # Python ints: digit runs such as timestamps may not fit 64 bits
+    rows = [[int(d) for d in re.findall(r"\d+", n)] for n in names]
+    if not rows[0]:  # no digits at all: nothing to check
         return [folder / n for n in names]
-    candidates = [
-        j for j in range(numbers.shape[1]) if len(np.unique(numbers[:, j])) == len(names)
-    ]
+    cols = list(zip(*rows))
+    candidates = [j for j, c in enumerate(cols) if len(set(c)) == len(names)]
     if not candidates:
-        col = numbers[:, -1]
-        vals, counts = np.unique(col, return_counts=True)
-        dup = vals[counts > 1][0]
-        same = [n for n, v in zip(names, col) if v == dup][:2]
-        raise InputError(
-            f"{folder}: cannot tell the slice order: {same[0]} and {same[1]} carry the same "
-            f"slice number {dup}"
-        )
-    j = min(candidates, key=lambda c: (np.ptp(numbers[:, c]), c))
-    order = np.argsort(numbers[:, j], kind="stable")
+        col = max(cols, key=lambda c: len(set(c)))
+        seen: dict[int, str] = {}
+        for n, v in zip(names, col):
+            if v in seen:
+                raise InputError(
+                    f"{folder}: cannot tell the slice order: {seen[v]} and {n} carry the same "
+                    f"slice number {v}"
+                )
+            seen[v] = n
+    j = min(candidates, key=lambda c: (max(cols[c]) - min(cols[c]), c))
+    order = sorted(range(len(names)), key=lambda i: cols[j][i])
     names = [names[i] for i in order]
-    idx = numbers[order, j]
+    idx = [cols[j][i] for i in order]
     if not allow_gaps:
-        steps = np.diff(idx)
-        bad = np.flatnonzero(steps != 1)
-        if bad.size:
-            k = int(bad[0])
-            missing = list(range(int(idx[k]) + 1, int(idx[k + 1])))
-            what = (f"number {missing[0]} missing" if len(missing) == 1
-                    else f"numbers {missing[0]}-{missing[-1]} missing")
-            n_gaps = int(bad.size)
+        bad = [k for k in range(len(idx) - 1) if idx[k + 1] - idx[k] != 1]
+        if bad:
+            k = bad[0]
+            lo, hi = idx[k] + 1, idx[k + 1] - 1
+            what = f"number {lo} missing" if lo == hi else f"numbers {lo}-{hi} missing"
+            n_gaps = len(bad)
             raise InputError(
                 f"{folder}: the slice numbering has a gap: {names[k]} is followed by "
                 f"{names[k + 1]} ({what}{'' if n_gaps == 1 else f'; {n_gaps} gaps in all'}); "

@@ -432,6 +432,16 @@ def test_odd_file_in_folder(tmp_path):
     np.testing.assert_array_equal(quiet_ingest(src, tmp_path / "r.zarr")[...], a)
 
 
+def test_long_digit_runs_in_names(tmp_path):
+    # a 25-digit acquisition id (constant) and a 20-digit timestamp (unique, wide) do not
+    # overflow, and are not taken for the slice number
+    for i in (1, 3, 2):
+        name = f"id1234567890123456789012345_s{i}_t{10**19 + 7919 * i**3}.tif"
+        tifffile.imwrite(tmp_path / name, np.full((2, 2), i, np.uint8))
+    got = list_slices(tmp_path)
+    assert [int(p.name.split("_s")[1].split("_")[0]) for p in got] == [1, 2, 3]
+
+
 def test_duplicate_slice_numbers(tmp_path):
     src = write_folder(tmp_path / "s", stack((3, 4, 4)))
     tifffile.imwrite(src / "slice_02.tif", np.zeros((4, 4), np.uint8))
