@@ -1029,8 +1029,10 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
     # same parameters resumes after its last written slab.
     seconds = time.perf_counter() - t0
 
-    # Swap in: the old array (if any) moves aside, the new one takes its name, is marked
-    # complete (which also writes the OME-Zarr metadata), then the old one is deleted.
+    # Swap in: the old record goes (it describes the old array), the old array (if any)
+    # moves aside, the new one takes its name, is marked complete (which also writes the
+    # OME-Zarr metadata), the old one is deleted, and the new record is written last.
+    run.forget_stage(stage)
     final, old = run.path / name, run.path / f"{name}_ingest_old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
