@@ -154,6 +154,46 @@ def _shrink(a: np.ndarray, step: int, labels: bool) -> np.ndarray:
     return a[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
 
 
+def _read(arr, region) -> np.ndarray:
+    """``arr[region]`` read one stored chunk at a time.
+
+    ``region`` holds an int or a slice (step >= 1) per axis. Reading a plane of a Zarr
+    array in one call decodes every chunk it crosses at once (zarr gathers them
+    concurrently): a 3000 x 2000 plane of float32 chunks (64, 256, 256) would hold ~1.5 GB.
+    Chunk by chunk, at most one decoded chunk is held besides the result.
+    """
+    shape = arr.shape
+    chunks = getattr(arr, "chunks", shape)
+    norm = []
+    for r, n in zip(region, shape):
+        if isinstance(r, slice):
+            start, stop, step = r.indices(n)
+            norm.append((start, stop, step, True))
+        else:
+            i = int(r) + (n if int(r) < 0 else 0)
+            norm.append((i, i + 1, 1, False))
+    out_shape = [len(range(a, b, st)) for a, b, st, _ in norm]
+    out = np.empty(out_shape, dtype=arr.dtype)
+    if 0 in out_shape:
+        return out[tuple(slice(None) if keep else 0 for *_, keep in norm)]
+
+    def spans(axis):
+        a, b, st, _ = norm[axis]
+        c = chunks[axis]
+        for c0 in range((a // c) * c, b, c):
+            c1 = min(c0 + c, b)
+            first = a + -(-(max(c0, a) - a) // st) * st  # first index >= c0 in a, a+st, ...
+            if first < c1:
+                yield slice(first, c1, st), slice((first - a) // st,
+                                                  (first - a) // st + len(range(first, c1, st)))
+
+    for s0, o0 in spans(0):
+        for s1, o1 in spans(1):
+            for s2, o2 in spans(2):
+                out[o0, o1, o2] = arr[s0, s1, s2]
+    return out[tuple(slice(None) if keep else 0 for *_, keep in norm)]
+
+
 class _Store:
     """What the report reads from a run store: complete arrays only, slices only."""
 
@@ -194,9 +234,9 @@ def _ortho_figure(arr, name, phases, vs, max_px):
     cz, cy, cx = nz // 2, ny // 2, nx // 2
     labels = name in _LABEL_ARRAYS
     step = max(1, math.ceil(max(ny, nx, nz) / max_px))
-    xy = _shrink(np.asarray(arr[cz, :, :]), step, labels)
-    xz = _shrink(np.asarray(arr[:, cy, :]), step, labels)
-    yz = _shrink(np.asarray(arr[:, :, cx]), step, labels).T  # rows y, columns z
+    xy = _shrink(_read(arr, (cz, slice(None), slice(None))), step, labels)
+    xz = _shrink(_read(arr, (slice(None), cy, slice(None))), step, labels)
+    yz = _shrink(_read(arr, (slice(None), slice(None), cx)), step, labels).T  # rows y, columns z
     (dz, dy, dx), unit = _physical(vs, arr.shape)
     Z, Y, X = nz * dz, ny * dy, nx * dx
 
@@ -293,6 +333,9 @@ def _brightness_figure(norm: Mapping[str, Any]):
             ax.fill_between(z, lo, hi, color=colour, alpha=0.12, lw=0,
                             label=f"1-99 % {key}")
     ref = norm.get("reference")
+    n = (mb if mb is not None else ma).size
+    if ref is None and str(norm.get("method", "")).startswith("hist"):
+        ref = n // 2  # bigvol.normalize's default reference: the middle slice
     if isinstance(ref, (int, float)) and not isinstance(ref, bool):
         ax.axvline(ref, color="k", ls=":", lw=1, label=f"reference slice {int(ref)}")
     ax.set_xlabel("slice (z)")
@@ -310,7 +353,9 @@ def _brightness_figure(norm: Mapping[str, Any]):
 def _histogram_figure(raw, normed, slices):
     from matplotlib.figure import Figure
 
-    pairs = [(int(z), np.asarray(raw[int(z)]), np.asarray(normed[int(z)])) for z in slices]
+    whole = (slice(None), slice(None))
+    pairs = [(int(z), _read(raw, (int(z), *whole)), _read(normed, (int(z), *whole)))
+             for z in slices]
     allv = [a for _, r, n in pairs for a in (r, n)]
     integer8 = all(a.dtype == np.uint8 for a in allv)
     if integer8:
@@ -451,8 +496,11 @@ def _mesh(mask: np.ndarray, spacing):
         return None
     vol = np.pad(mask, 1).astype(np.float32)
     verts, faces, _, _ = marching_cubes(vol, 0.5, spacing=spacing)
-    if faces.shape[0] > 250_000:
-        verts, faces, _, _ = marching_cubes(vol, 0.5, spacing=spacing, step_size=2)
+    if faces.shape[0] > 150_000:  # drawing costs ~10 us a triangle: coarser steps
+        try:
+            verts, faces, _, _ = marching_cubes(vol, 0.5, spacing=spacing, step_size=2)
+        except RuntimeError:  # a coarser grid can miss every surface of small features
+            pass
     verts = verts - np.asarray(spacing)  # undo the padding
     return verts, faces
 
@@ -486,7 +534,7 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
     import mpl_toolkits.mplot3d  # noqa: F401  (registers the 3d projection)
 
     region, step = _crop(seg, mesh_size)
-    crop = np.asarray(seg[region])
+    crop = _read(seg, region)
     (dz, dy, dx), unit = _physical(vs, seg.shape)
     spacing = (dz * step, dy * step, dx * step)
     box = (crop.shape[2] * spacing[2], crop.shape[1] * spacing[1], crop.shape[0] * spacing[0])
@@ -525,7 +573,7 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
         nz, ny, nx = arr.shape
         cz = nz // 2
         step = max(1, math.ceil(max(ny, nx) / max_px))
-        plane = np.asarray(arr[cz, ::step, ::step], dtype=np.float64)
+        plane = _read(arr, (cz, slice(None, None, step), slice(None, None, step))).astype(np.float64)
         shown = np.ma.masked_less_equal(plane, 0)
         fig = Figure(figsize=(7.5, 7.5 * (ny * dy) / (nx * dx) + 0.5), dpi=100,
                      layout="constrained")
@@ -575,8 +623,8 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
         from scipy.ndimage import maximum_filter
 
         region, step = _crop(seg, mesh_size)
-        mask = np.asarray(seg[region]) == phases.index(name)
-        thick = np.asarray(arr[region], dtype=np.float64)
+        mask = _read(seg, region) == phases.index(name)
+        thick = _read(arr, region).astype(np.float64)
         spacing = (dz * step, dy * step, dx * step)
         mesh = _mesh(mask, spacing)
         if mesh is not None:

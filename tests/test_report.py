@@ -430,3 +430,20 @@ def test_every_image_renders_in_chromium(full_report, tmp_path):
     assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
     img = decode_png("data:image/png;base64," + base64.b64encode(shot.read_bytes()).decode())
     assert img[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize("chunks", [(4, 5, 6), (1, 1, 1), (11, 17, 23), (3, 17, 1)])
+def test_chunkwise_read_equals_numpy_slicing(chunks):
+    from bigvol.report import _read
+
+    a = np.random.default_rng(1).integers(0, 255, (11, 17, 23)).astype(np.uint8)
+    z = zarr.create_array(zarr.storage.MemoryStore(), shape=a.shape, chunks=chunks, dtype="u1")
+    z[:] = a
+    regions = [(5, slice(None), slice(None)), (slice(None), 16, slice(None)),
+               (slice(None), slice(None), 0), (slice(2, 11, 3), slice(1, 17, 4), slice(0, 23, 5)),
+               (slice(3, 4), slice(None, None, 2), -1), (slice(5, 5), 0, 0),
+               (-1, slice(3, 17, 7), slice(22, 23))]
+    regions += [(slice(a0, None, st), slice(a0, 17, st), slice(1, None, st))
+                for st in (1, 2, 5) for a0 in (0, 3, 10)]
+    for r in regions:
+        np.testing.assert_array_equal(_read(z, r), a[r], err_msg=str(r))
