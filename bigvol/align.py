@@ -254,7 +254,7 @@ def apply_shifts(
     --------
     >>> import numpy as np
     >>> s = np.zeros((1, 5, 5), np.uint8); s[0, 3, 3] = 9
-    >>> apply_shifts(s, [[1, 1]], order=0, mode="constant").compute()[0, 2, 2]
+    >>> int(apply_shifts(s, [[1, 1]], order=0, mode="constant").compute()[0, 2, 2])
     9
     """
     stack = _as_stack(stack)
