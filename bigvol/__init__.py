@@ -11,5 +11,6 @@ from .ingest import ingest
 from .label import label
 from . import metrics
 from . import compare, report
+from . import synth
 
-__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics", "compare", "report"]
+__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics", "compare", "report", "synth"]
