@@ -539,7 +539,9 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
     spacing = (dz * step, dy * step, dx * step)
     box = (crop.shape[2] * spacing[2], crop.shape[1] * spacing[1], crop.shape[0] * spacing[0])
     n = len(phases)
-    fig = Figure(figsize=(4.2 * n, 4.4), dpi=100, layout="constrained")
+    # no constrained layout: it clips the titles of 3D axes
+    fig = Figure(figsize=(4.2 * n, 4.6), dpi=100)
+    fig.subplots_adjust(left=0.0, right=0.97, bottom=0.03, top=0.9, wspace=0.08)
     for i, (ph, colour) in enumerate(zip(phases, _colours(n))):
         ax = fig.add_subplot(1, n, i + 1, projection="3d")
         mask = crop == i
@@ -556,7 +558,7 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
     start = tuple(r.start for r in region)
     cap = (f"3D view of each phase: marching-cubes surface of the centred crop "
            f"{'×'.join(str((r.stop - r.start)) for r in region)} voxels from (z, y, x) = "
-           f"{start}, every {step}{'th' if step > 1 else ''} voxel "
+           f"{start}, " + ("full resolution " if step == 1 else f"sampled every {step} voxels ") +
            f"({'×'.join(str(s) for s in crop.shape)} drawn), axes in {unit}")
     return _figure("fig-3d-phases", "3D view of each phase", fig, cap)
 
@@ -641,13 +643,14 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
             rgb = colormaps["viridis"](norm(t))[:, :3]
             box = (mask.shape[2] * spacing[2], mask.shape[1] * spacing[1],
                    mask.shape[0] * spacing[0])
-            fig = Figure(figsize=(6.5, 5.2), dpi=100, layout="constrained")
+            fig = Figure(figsize=(6.5, 5.4), dpi=100)
+            fig.subplots_adjust(left=0.0, right=0.95, bottom=0.03, top=0.92)
             ax = fig.add_subplot(1, 1, 1, projection="3d")
             _draw_mesh(ax, verts, faces, rgb, box)
             from matplotlib.cm import ScalarMappable
 
             fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax, shrink=0.6,
-                         label=f"local thickness ({tunit})")
+                         pad=0.12, label=f"local thickness ({tunit})")
             ax.set_xlabel(f"x ({unit})", fontsize=7)
             ax.set_ylabel(f"y ({unit})", fontsize=7)
             ax.set_zlabel(f"z ({unit})", fontsize=7)
