@@ -101,13 +101,16 @@ def _task_threads(threads: int | None) -> int:
 
         n = get_worker().state.nthreads
     except (ImportError, ValueError, AttributeError):
-        import dask
-
-        sched = dask.config.get("scheduler", None)
-        if sched in ("sync", "synchronous", "single-threaded"):
+        try:
+            import dask
+        except ImportError:  # torch + numpy only (benchmarks/gpu_check.py): one task at a time
             n = 1
         else:
-            n = dask.config.get("num_workers", None) or cores
+            sched = dask.config.get("scheduler", None)
+            if sched in ("sync", "synchronous", "single-threaded"):
+                n = 1
+            else:
+                n = dask.config.get("num_workers", None) or cores
     t = max(1, cores // max(1, int(n)))
     omp = os.environ.get("OMP_NUM_THREADS")
     if omp and omp.isdigit() and int(omp) > 0:
