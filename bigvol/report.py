@@ -619,7 +619,11 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
                                f"thickness distribution of {name}", fig,
                                f"Distribution of the local thickness of the {_esc(name)}, "
                                "by volume"))
-    if arr is not None and seg is not None and name in phases and seg.shape == arr.shape:
+    electrolyte = phases[1] if len(phases) > 1 else None
+    # the 3D view coloured by thickness: the electrolyte network only (Fig. 8), to keep the
+    # report quick to write
+    if (arr is not None and seg is not None and name == electrolyte
+            and seg.shape == arr.shape):
         from matplotlib import colormaps
         from matplotlib.colors import Normalize
         from scipy.ndimage import maximum_filter

@@ -278,15 +278,29 @@ def test_pipeline_schema_variants(tmp_path):
         "before": {"mean": norm["mean_before"], "p1": norm["p1_before"], "p99": norm["p99_before"]},
         "after": {"mean": norm["mean_after"], "p1": norm["p1_after"], "p99": norm["p99_after"]},
     }
-    t = metrics["thickness"]["solid electrolyte"]
-    t["histogram_edges_nm"] = t.pop("hist_edges_nm")
-    t["histogram_volume_fraction"] = t.pop("hist_volume_fraction")
+    # the real outputs of the metrics modules, as the pipeline stores them
+    from bigvol.metrics import percolation, thickness_summary
+    from bigvol.pipeline import _jsonable_table
+
+    seg = _classify(_phantom()[2])
+    metrics["percolation"] = _jsonable_table(percolation(seg))
+    metrics["thickness"] = {"solid electrolyte": _jsonable_table(thickness_summary(
+        run.read("thickness/solid electrolyte"), voxel_size=VS))}
+    assert "histogram_edges_nm" in metrics["thickness"]["solid electrolyte"]
     out = write_report(run.path, metrics, tmp_path / "r.html")
     page = parse(out)
     assert set(page.figures) == {
         "fig-brightness", "fig-accuracy-per-slice", "fig-confusion",
         "fig-thickness-solid-electrolyte", "fig-thickness-hist-solid-electrolyte"}
     flat = flatten_metrics(metrics)
+    assert set(flat) <= set(page.rows)
+    assert flat["thickness_solid_electrolyte_median_nm"] > 0
+    assert page.rows["thickness_solid_electrolyte_volume_um3"][1] == "µm³"
+    assert flat["percolation_active_material_y_connected_fraction"] == pytest.approx(
+        metrics["percolation"]["connected_fraction"][
+            [i for i, (p, a) in enumerate(zip(metrics["percolation"]["phase"],
+                                              metrics["percolation"]["axis"]))
+             if (p, a) == (2, 1)][0]])
     sd = float(np.std(norm["mean_before"]))
     assert flat["normalization_slice_mean_sd_before_gray"] == pytest.approx(sd)
 
