@@ -12,5 +12,6 @@ from .label import label
 from . import metrics
 from . import compare, report
 from . import synth
+from . import align, destripe, normalize
 
-__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics", "compare", "report", "synth"]
+__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics", "compare", "report", "synth", "align", "destripe", "normalize"]

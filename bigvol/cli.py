@@ -433,6 +433,179 @@ def _cmd_segment(args) -> int:
     return 0
 
 
+# -- preprocessing: normalize / align / destripe --------------------------------------------
+def _add_preprocess_common(p, default_output: str) -> None:
+    p.add_argument("run", help="run store (run.zarr)")
+    p.add_argument("--input", default="raw", help="array to read (default raw)")
+    p.add_argument("--output", default=default_output,
+                   help=f"array to write (default {default_output})")
+    p.add_argument("--scheduler", default="threads", help="threads | processes | ADDRESS")
+
+
+def _preprocess_open(args):
+    from .errors import InputError
+    from .store import Run
+
+    run = Run.open(args.run, mode="r+")
+    if args.output == args.input:
+        raise InputError(f"--output {args.output!r} would overwrite the input; inputs are never modified")
+    stack = run.read(args.input)
+    upstream = run.zarr_array(args.input).attrs.get("bigvol", {}).get("fingerprint")
+    return run, stack, upstream
+
+
+def _add_normalize(sub) -> None:
+    p = sub.add_parser(
+        "normalize",
+        help="map every slice's brightness/contrast onto a reference slice (histogram or percentile)",
+    )
+    _add_preprocess_common(p, "normalized")
+    p.add_argument("--method", default="histogram", choices=("histogram", "percentile"))
+    p.add_argument("--reference", nargs="+", type=int, default=None, metavar="Z",
+                   help="reference slice index, or START STOP (a pooled range); default the middle slice")
+    p.add_argument("--percentiles", nargs=2, type=float, default=(1.0, 99.0), metavar=("LO", "HI"),
+                   help="percentiles of the percentile method (default 1 99)")
+    p.add_argument("--smooth", type=int, default=None, metavar="N",
+                   help="running median of the per-slice mapping over N (odd) slices")
+    p.set_defaults(func=_cmd_normalize)
+
+
+def _cmd_normalize(args) -> int:
+    import math
+    import time
+
+    from . import normalize
+    from .cluster import compute_context
+    from .errors import InputError
+    from .store import fingerprint
+
+    run, stack, upstream = _preprocess_open(args)
+    ref = args.reference
+    if ref is not None:
+        if len(ref) > 2:
+            raise InputError(f"--reference takes one slice index or START STOP, got {ref}")
+        ref = ref[0] if len(ref) == 1 else tuple(ref)
+    params = {"input": args.input, "method": args.method, "reference": ref,
+              "percentiles": list(args.percentiles), "smooth": args.smooth}
+    fp = fingerprint("normalize", params, upstream)
+    t0 = time.perf_counter()
+    with compute_context(args.scheduler):
+        fit = normalize.fit_lookup_tables(
+            stack, reference=ref, method=args.method, percentiles=args.percentiles,
+            smooth=args.smooth,
+        )
+        out = normalize.apply_lookup_tables(stack, fit["luts"])
+        stats = {"before": normalize.statistics_to_lists(fit["before"]),
+                 "after": normalize.statistics_to_lists(fit["after"])}
+        run.write(args.output, out, chunks=tuple(c[0] for c in stack.chunks), fingerprint=fp,
+                  attrs={"bigvol_normalize": {**params, "slice_statistics": stats}})
+    dt = time.perf_counter() - t0
+    run.record_stage("normalize" if args.output == "normalized" else f"normalize:{args.output}",
+                     parameters=params, fingerprint=fp, outputs=[args.output],
+                     extra={"slice_statistics": stats})
+    n = math.prod(stack.shape)
+    drift = (max(stats["before"]["mean"]) - min(stats["before"]["mean"]),
+             max(stats["after"]["mean"]) - min(stats["after"]["mean"]))
+    print(f"normalized {args.run}/{args.input} {tuple(stack.shape)} -> {args.output} "
+          f"({args.method}) in {dt:.1f} s ({n / max(dt, 1e-9) / 1e6:.1f} MVx/s); range of slice "
+          f"means {drift[0]:.1f} -> {drift[1]:.1f} gray levels")
+    return 0
+
+
+def _add_align(sub) -> None:
+    p = sub.add_parser("align", help="remove slice-to-slice drift (phase cross-correlation)")
+    _add_preprocess_common(p, "aligned")
+    p.add_argument("--crop", type=int, default=512,
+                   help="side of the central region registered, px (0 = whole slice; default 512)")
+    p.add_argument("--downsample", type=int, default=1, help="block-average factor before registration")
+    p.add_argument("--upsample", type=int, default=20, help="subpixel factor (default 20: 1/20 px)")
+    p.add_argument("--detrend", default="linear", choices=("linear", "mean", "none"),
+                   help="drift removal: subtract the linear trend (default) or the mean of the shifts")
+    p.add_argument("--order", type=int, default=1, choices=(0, 1), help="interpolation: 0 nearest, 1 linear")
+    p.add_argument("--mode", default="nearest", choices=("nearest", "constant", "reflect"),
+                   help="fill of pixels shifted in from outside the slice")
+    p.set_defaults(func=_cmd_align)
+
+
+def _cmd_align(args) -> int:
+    import math
+    import time
+
+    import numpy as np
+
+    from . import align
+    from .cluster import compute_context
+    from .store import fingerprint
+
+    run, stack, upstream = _preprocess_open(args)
+    detrend = None if args.detrend == "none" else args.detrend
+    params = {"input": args.input, "crop": args.crop or None, "downsample": args.downsample,
+              "upsample_factor": args.upsample, "detrend": detrend, "order": args.order,
+              "mode": args.mode}
+    fp = fingerprint("align", params, upstream)
+    t0 = time.perf_counter()
+    with compute_context(args.scheduler):
+        shifts = np.asarray(align.estimate_shifts(
+            stack, crop=args.crop or None, downsample=args.downsample,
+            upsample_factor=args.upsample, detrend=detrend,
+        ))
+        out = align.apply_shifts(stack, shifts, order=args.order, mode=args.mode)
+        shifts_list = shifts.tolist()
+        run.write(args.output, out, chunks=tuple(c[0] for c in stack.chunks), fingerprint=fp,
+                  attrs={"bigvol_align": {**params, "shifts_px": shifts_list}})
+    dt = time.perf_counter() - t0
+    run.record_stage("align" if args.output == "aligned" else f"align:{args.output}",
+                     parameters=params, fingerprint=fp, outputs=[args.output],
+                     extra={"shifts_px": shifts_list})
+    n = math.prod(stack.shape)
+    print(f"aligned {args.run}/{args.input} {tuple(stack.shape)} -> {args.output} in {dt:.1f} s "
+          f"({n / max(dt, 1e-9) / 1e6:.1f} MVx/s); largest shift {np.abs(shifts).max():.2f} px "
+          f"(shifts in {args.output}.attrs['bigvol_align']['shifts_px'])")
+    return 0
+
+
+def _add_destripe(sub) -> None:
+    p = sub.add_parser("destripe", help="remove curtaining stripes (running along y)")
+    _add_preprocess_common(p, "destriped")
+    p.add_argument("--method", default="column", choices=("column", "wavelet-fft"))
+    p.add_argument("--strength", type=float, default=1.0, help="fraction of the stripes removed (0-1)")
+    p.add_argument("--max-width", type=float, default=None,
+                   help="column method: only remove stripes narrower than about this many px")
+    p.add_argument("--classes", type=int, default=3, help="column method: gray-level classes (phases)")
+    p.add_argument("--sigma", type=float, default=2.0, help="wavelet-fft: damping width")
+    p.add_argument("--wavelet", default="db10", help="wavelet-fft: PyWavelets wavelet")
+    p.set_defaults(func=_cmd_destripe)
+
+
+def _cmd_destripe(args) -> int:
+    import math
+    import time
+
+    from . import destripe
+    from .cluster import compute_context
+    from .store import fingerprint
+
+    run, stack, upstream = _preprocess_open(args)
+    params = {"input": args.input, "method": args.method, "strength": args.strength,
+              "max_width": args.max_width, "classes": args.classes, "sigma": args.sigma,
+              "wavelet": args.wavelet}
+    fp = fingerprint("destripe", params, upstream)
+    t0 = time.perf_counter()
+    with compute_context(args.scheduler):
+        out = destripe.destripe(stack, method=args.method, strength=args.strength,
+                                max_width=args.max_width, classes=args.classes,
+                                sigma=args.sigma, wavelet=args.wavelet)
+        run.write(args.output, out, chunks=tuple(c[0] for c in stack.chunks), fingerprint=fp,
+                  attrs={"bigvol_destripe": params})
+    dt = time.perf_counter() - t0
+    run.record_stage("destripe" if args.output == "destriped" else f"destripe:{args.output}",
+                     parameters=params, fingerprint=fp, outputs=[args.output])
+    n = math.prod(stack.shape)
+    print(f"destriped {args.run}/{args.input} {tuple(stack.shape)} -> {args.output} "
+          f"({args.method}) in {dt:.1f} s ({n / max(dt, 1e-9) / 1e6:.1f} MVx/s)")
+    return 0
+
+
 # -- label ----------------------------------------------------------------------------------
 def _add_label(sub) -> None:
     p = sub.add_parser(
@@ -506,7 +679,7 @@ def _cmd_compare(args) -> int:
 
 
 # Subcommands in the order ``bigvol --help`` lists them.
-_COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train, _add_segment, _add_label, _add_report, _add_compare]
+_COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train, _add_segment, _add_label, _add_report, _add_compare, _add_align, _add_destripe, _add_normalize]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,8 @@ __all__ = [
     "lookup_tables",
     "apply_lookup_tables",
     "slice_statistics",
+    "statistics_to_lists",
+    "fit_lookup_tables",
     "METHODS",
 ]
 
@@ -483,6 +485,49 @@ def slice_statistics(
     return {name: table[:, j] for j, name in enumerate(names)}
 
 
-def statistics_to_lists(stats: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
-    """Computed :func:`slice_statistics` columns as plain lists (JSON-able, for attrs)."""
+def fit_lookup_tables(
+    stack,
+    *,
+    reference=None,
+    method: str = "histogram",
+    percentiles: Sequence[float] = (1, 99),
+    smooth: int | None = None,
+    report_percentiles: Sequence[float] = (1, 50, 99),
+) -> dict:
+    """Compute the per-slice LUTs and the statistics before / after, in one pass over ``stack``.
+
+    Not a lazy stage: it computes (one histogram pass) and returns small in-memory tables,
+    for the pipeline and the CLI. Then ``apply_lookup_tables(stack, result["luts"])`` is the
+    normalized stack (one more pass), equal to :func:`match_histograms` with the same
+    parameters, and the input is read exactly twice in all.
+
+    Returns
+    -------
+    dict
+        ``"luts"``: ndarray (z, n_bins) of ``stack.dtype``; ``"before"`` and ``"after"``:
+        dicts of NumPy columns as in :func:`slice_statistics` (``"mean"``, ``"std"``,
+        ``"p<q>"`` for ``report_percentiles``).
+    """
+    import dask
+
+    stack = _as_stack(stack)
+    hist = slice_histograms(stack)
+    luts = lookup_tables(
+        stack, reference=reference, method=method, percentiles=percentiles, smooth=smooth,
+        histograms=hist,
+    )
+    before = slice_statistics(stack, percentiles=report_percentiles, histograms=hist)
+    after = slice_statistics(stack, percentiles=report_percentiles, histograms=hist, luts=luts)
+    luts, before, after = dask.compute(luts, before, after)
+    return {"luts": np.asarray(luts), "before": before, "after": after}
+
+
+def statistics_to_lists(stats: Mapping[str, object]) -> dict[str, list[float]]:
+    """:func:`slice_statistics` columns as plain lists (JSON-able, for attrs and reports).
+
+    Lazy columns are computed together, in one pass over the data.
+    """
+    import dask
+
+    (stats,) = dask.compute(dict(stats))
     return {k: [float(v) for v in np.asarray(col)] for k, col in stats.items()}

@@ -157,3 +157,19 @@ def test_bad_input_errors():
         A.apply_shifts(s, da.zeros((3, 2)))
     with pytest.raises(InputError, match="dtype"):
         A.estimate_shifts(s.astype(bool))
+
+
+def test_cli_align_saves_shifts(tmp_path):
+    from bigvol.cli import main
+    from bigvol.store import Run
+
+    img, true = _translated(n=8, seed=5)
+    run = Run.create(tmp_path / "r.zarr")
+    run.write("raw", da.from_array(img, chunks=(3, 40, 96)))
+    assert main(["align", str(tmp_path / "r.zarr"), "--crop", "0", "--detrend", "mean"]) == 0
+    run = Run.open(tmp_path / "r.zarr")
+    shifts = np.array(run.zarr_array("aligned").attrs["bigvol_align"]["shifts_px"])
+    assert _rms(shifts, true - true.mean(axis=0)) < 0.2
+    expect = A.apply_shifts(da.from_array(img, chunks=-1), shifts).compute()
+    np.testing.assert_array_equal(run.read("aligned").compute(), expect)
+    assert run.stage("align")["shifts_px"] == shifts.tolist()

@@ -117,3 +117,18 @@ def test_bad_input_errors():
         D.destripe(x, method="wavelet-fft", wavelet="nope")
     with pytest.raises(InputError, match="classes"):
         D.destripe(x, classes=1)
+
+
+def test_cli_destripe(tmp_path):
+    from bigvol.cli import main
+    from bigvol.store import Run
+
+    rng = np.random.default_rng(2)
+    x = (np.array([30, 180])[(rng.random((3, 40, 30)) < 0.5).astype(int)]
+         + rng.integers(0, 6, size=(3, 1, 30))).astype(np.uint8)
+    run = Run.create(tmp_path / "r.zarr")
+    run.write("raw", da.from_array(x, chunks=(2, 20, 16)))
+    assert main(["destripe", str(tmp_path / "r.zarr"), "--classes", "2", "--output", "clean"]) == 0
+    run = Run.open(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(run.read("clean").compute(), D.destripe(x, classes=2).compute())
+    assert run.stage("destripe:clean")["parameters"]["classes"] == 2

@@ -219,3 +219,81 @@ def test_bad_input_errors():
         N.match_histograms(x, method="percentile", percentiles=(99, 1))
     with pytest.raises(InputError, match="smooth must be an odd"):
         N.match_histograms(x, smooth=4)
+
+
+# -- on the phantom ---------------------------------------------------------------------------
+def _phase_means(img, truth):
+    return np.array(
+        [[img[z][truth[z] == k].mean() for k in range(3)] for z in range(img.shape[0])]
+    )
+
+
+def _spread(m):
+    return m.std(axis=0) / m.mean(axis=0)
+
+
+@pytest.mark.parametrize("method", ["histogram", "percentile"])
+def test_phantom_brightness_drift_spread_drops_5x(method):
+    synth = pytest.importorskip("bigvol.synth")
+    shape = (24, 384, 384)
+    # Default artifacts and drift (brightness_drift=0.2); particles of 2 um so that a 384 px
+    # field holds enough of them for the slices' phase fractions to be stable.
+    kw = dict(seed=4, chunks=(8, 384, 384), am_d50_um=2.0)
+    img, truth = dask.compute(*synth.phantom(shape, **kw))
+    steady = synth.phantom(shape, brightness_drift=0.0, **kw)[0].compute()
+    out = N.match_histograms(da.from_array(img, chunks=(8, 128, 128)), method=method).compute()
+    before, after = _phase_means(img.astype(float), truth), _phase_means(out.astype(float), truth)
+    # The issue's figure: std/mean over slices of each true phase's mean gray value. For the
+    # pores it has a floor without any drift (shine-through shows the varying material
+    # behind them), so it is asserted for electrolyte and active material ...
+    assert np.all(_spread(after)[1:] * 5 <= _spread(before)[1:]), (_spread(before), _spread(after))
+    # ... and for all three phases relative to the drift-free render of the same phantom.
+    ref = _phase_means(steady.astype(float), truth)
+    rel_before, rel_after = _spread(before / ref), _spread(after / ref)
+    assert np.all(rel_after * 5 <= rel_before), (rel_before, rel_after)
+
+
+def test_phantom_percentile_keeps_active_material_gradient():
+    synth = pytest.importorskip("bigvol.synth")
+    from skimage.filters import threshold_multiotsu
+
+    shape = (24, 384, 384)
+    img, truth = dask.compute(
+        *synth.phantom(shape, seed=4, chunks=(8, 384, 384), am_d50_um=2.0, am_fraction=0.45,
+                       am_gradient=0.3, se_fraction=0.25)
+    )
+    true = (truth == 2).mean(axis=(1, 2))
+    t = np.arange(shape[0])
+    true_trend = np.polyfit(t, true, 1)[0] * (shape[0] - 1)
+    assert true_trend > 0.2
+    x = da.from_array(img, chunks=(8, 192, 192))
+    trends = {}
+    for method in ("percentile", "histogram"):
+        out = N.match_histograms(x, method=method).compute()
+        seg = np.digitize(out, threshold_multiotsu(out[shape[0] // 2]))
+        frac = (seg == 2).mean(axis=(1, 2))
+        trends[method] = np.polyfit(t, frac, 1)[0] * (shape[0] - 1)
+        if method == "percentile":
+            assert np.abs(frac - true).max() < 0.06
+    assert trends["percentile"] > 0.8 * true_trend
+    assert abs(trends["histogram"]) < 0.05  # histogram matching flattens it
+
+
+def test_cli_normalize_writes_output_and_statistics(tmp_path, capsys):
+    from bigvol.cli import main
+    from bigvol.store import Run
+
+    s, _ = _drift_stack(np.uint8, n=6)
+    run = Run.create(tmp_path / "r.zarr", voxel_size=(50, 30, 30))
+    run.write("raw", da.from_array(s, chunks=(2, 12, 19)))
+    assert main(["normalize", str(tmp_path / "r.zarr"), "--reference", "1", "4"]) == 0
+    run = Run.open(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(run.read("normalized").compute(), _sk_reference(s, s[1:4]))
+    np.testing.assert_array_equal(run.read("raw").compute(), s)  # input untouched
+    st = run.zarr_array("normalized").attrs["bigvol_normalize"]["slice_statistics"]
+    np.testing.assert_allclose(st["before"]["mean"], s.mean(axis=(1, 2)))
+    np.testing.assert_allclose(st["after"]["p50"], np.percentile(run.read("normalized").compute(), 50, axis=(1, 2)))
+    assert run.stage("normalize")["parameters"]["reference"] == [1, 4]
+    # bad reference: one line, exit status 2, no traceback
+    assert main(["normalize", str(tmp_path / "r.zarr"), "--reference", "7"]) == 2
+    assert "reference slice 7 is outside the stack (it has 6 slices" in capsys.readouterr().err
