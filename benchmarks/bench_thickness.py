@@ -1,0 +1,146 @@
+"""Local thickness: bigvol against PoreSpy on the same volume, and the SE-size series.
+
+1. ``speed``: a (256, 256, 256) volume (a phase of the bigvol phantom when bigvol.synth is
+   available, else Gaussian blobs), isotropic voxels. PoreSpy ``local_thickness``
+   (methods "bf" and "dt", in memory, returns a radius) against
+   ``bigvol.metrics.local_thickness`` (chunked (128,)*3 windows on the threaded scheduler,
+   returns a diameter). Each run in its own subprocess so that peak RSS (ru_maxrss) is its
+   own; warm-up (numba compilation) done in the same subprocess before timing. Prints
+   MVx/s, peak RSS, the ratios, and checks that bigvol == 2 x PoreSpy.
+2. ``series``: three phantoms whose solid-electrolyte size ``se_size_um`` increases; the
+   electrolyte's mean local thickness and effective conductivity ratio (TauFactor) must
+   rank like the size (the paper's cells B and C).
+
+    python benchmarks/bench_thickness.py speed  [--size 256] [--workers 2]
+    python benchmarks/bench_thickness.py series [--shape 64 192 192]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_volume(n, phase_source):
+    if phase_source == "phantom":
+        try:
+            import bigvol.synth as synth
+
+            _, truth = synth.phantom((n, n, n), seed=0, voxel_size=(30, 30, 30))
+            return (truth.compute() == 1).astype(np.uint8), "phantom solid electrolyte"
+        except Exception as e:  # synth missing or failing: fall back
+            print(f"(phantom unavailable: {e}; using blobs)", file=sys.stderr)
+    from scipy import ndimage as ndi
+
+    f = ndi.gaussian_filter(np.random.default_rng(0).random((n, n, n)).astype(np.float32), 4)
+    return (f > np.quantile(f, 0.67)).astype(np.uint8), "gaussian blobs, 33 %"
+
+
+def child(which, path, workers):
+    v = np.load(path)
+    if which.startswith("porespy"):
+        import porespy as ps
+
+        method = which.split("-")[1]
+        ps.settings.tqdm["disable"] = True
+        ps.filters.local_thickness(v[:32, :32, :32].astype(bool), method=method)  # warm-up
+        t = time.perf_counter()
+        out = ps.filters.local_thickness(v.astype(bool), method=method) * 2
+    else:
+        import dask
+        import dask.array as da
+
+        from bigvol.metrics import local_thickness
+
+        local_thickness(v[:32, :32, :32], 1).compute()  # warm-up (numba cache)
+        with dask.config.set(scheduler="threads", num_workers=workers):
+            t = time.perf_counter()
+            out = local_thickness(da.from_array(v, chunks=128), 1).compute()
+    dt = time.perf_counter() - t
+    np.save(path + f".{which}.npy", out.astype(np.float32))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": dt, "peak_rss": rss}))
+
+
+def speed(args):
+    v, what = make_volume(args.size, args.source)
+    path = f"/tmp/bench_lt_{os.getpid()}.npy"
+    np.save(path, v)
+    res = {}
+    for which in ("bigvol", "porespy-bf", "porespy-dt"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(args.workers), OMP_NUM_THREADS="1")
+        p = subprocess.run([sys.executable, __file__, "_child", which, path, str(args.workers)],
+                           capture_output=True, text=True, env=env)
+        if p.returncode:
+            print(p.stderr)
+            raise SystemExit(f"{which} failed")
+        res[which] = json.loads(p.stdout.strip().splitlines()[-1])
+    nvox = v.size
+    ref = np.load(path + ".porespy-bf.npy")
+    got = np.load(path + ".bigvol.npy")
+    print(f"volume ({args.size},)*3 {what}, phase fraction {v.mean():.3f}; "
+          f"{args.workers} threads each; other jobs were running on this 2-core machine")
+    for k, r in res.items():
+        print(f"  {k:<11} {r['seconds']:7.2f} s  {nvox / r['seconds'] / 1e6:7.2f} MVx/s  "
+              f"peak RSS {r['peak_rss'] / 2**20:7.0f} MiB")
+    b = res["bigvol"]
+    for k in ("porespy-bf", "porespy-dt"):
+        r = res[k]
+        print(f"  bigvol / {k}: speed x{r['seconds'] / b['seconds']:.2f}, "
+              f"peak RSS x{b['peak_rss'] / r['peak_rss']:.2f}")
+    print(f"  bigvol == 2 x porespy-bf: {np.array_equal(got, ref)} "
+          f"(max |diff| {np.abs(got - ref).max():.1f} voxel)")
+    for f in (path, path + ".bigvol.npy", path + ".porespy-bf.npy", path + ".porespy-dt.npy"):
+        os.remove(f)
+
+
+def series(args):
+    import bigvol.synth as synth
+    from bigvol.metrics import local_thickness, thickness_summary, tortuosity
+
+    shape, vs = tuple(args.shape), (50.0, 30.0, 30.0)
+    rows = []
+    for se in args.se_sizes:
+        _, truth = synth.phantom(shape, seed=0, voxel_size=vs, se_size_um=se)
+        truth = truth.compute()
+        t = time.perf_counter()
+        s = thickness_summary(local_thickness(truth, 1, voxel_size=vs), voxel_size=vs)
+        tau = tortuosity(truth, 1, axis=1, voxel_size=vs, device="cpu")
+        rows.append((se, float((truth == 1).mean()), s["mean_nm"], s["median_nm"],
+                     tau["tau"], tau["eff_ratio"], time.perf_counter() - t))
+    print(f"shape {shape}, voxel {vs} nm, seed 0, transport along y")
+    print("  se_size_um  SE fraction  mean LT nm  median LT nm    tau   eff_ratio   s")
+    for r in rows:
+        print(f"  {r[0]:10.2f}  {r[1]:11.3f}  {r[2]:10.1f}  {r[3]:12.1f}  {r[4]:6.3f}  {r[5]:9.4f}"
+              f"  {r[6]:4.0f}")
+    lt_rank = [r[2] for r in rows] == sorted(r[2] for r in rows)
+    eff_rank = [r[5] for r in rows] == sorted(r[5] for r in rows)
+    print(f"  mean local thickness ranks like the SE size: {lt_rank}; "
+          f"effective conductivity ranks like the SE size: {eff_rank}")
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        return child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--source", choices=("phantom", "blobs"), default="phantom")
+    s.set_defaults(func=speed)
+    s = sub.add_parser("series")
+    s.add_argument("--shape", nargs=3, type=int, default=[64, 192, 192])
+    s.add_argument("--se-sizes", nargs="+", type=float, default=[0.5, 1.0, 2.0])
+    s.set_defaults(func=series)
+    a = ap.parse_args()
+    a.func(a)
+
+
+if __name__ == "__main__":
+    main()
