@@ -314,10 +314,19 @@ class Pipeline:
         params = a.model_dump()
 
         def body(fp):
-            return analyze_store(self.run, a, write=lambda n, d: self._write(n, d, fp))
+            out = {}
+            if a.write_labels:
+                from .label import write_labels
 
-        thick = tuple(f"thickness/{self.run.phases[p]}" for p in a.thickness_phases)
-        return self._stage("analyze", params, ("segment",), thick, body)
+                name, n = write_labels(self.run, "all", connectivity=a.connectivity, fingerprint=fp)
+                out["labels"] = {"array": name, "n_components": int(n)}
+            out.update(analyze_store(self.run, a, write=lambda n, d: self._write(n, d, fp)))
+            return out
+
+        outputs = tuple(f"thickness/{self.run.phases[p]}" for p in a.thickness_phases)
+        if a.write_labels:
+            outputs += ("labels/all",)
+        return self._stage("analyze", params, ("segment",), outputs, body)
 
     def metrics(self) -> dict:
         """metrics.json: the analyze results plus evaluation, normalization and timings."""
@@ -334,9 +343,10 @@ class Pipeline:
             m["evaluation"] = stages["evaluate"]["results"]
         norm = stages.get("normalize", {}).get("results", {})
         if "statistics_before" in norm:
+            ref = self.cfg.normalize.reference
             m["normalization"] = {
                 "method": self.cfg.normalize.method,
-                "reference": self.cfg.normalize.reference,
+                "reference": self.run.zarr_array("raw").shape[0] // 2 if ref is None else ref,
                 "before": norm["statistics_before"],
                 "after": norm["statistics_after"],
             }
@@ -416,7 +426,7 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
         if write is not None:
             write(f"thickness/{names[p]}", lt)
             lt = run.read(f"thickness/{names[p]}")
-        thickness[names[p]] = M.thickness_summary(lt, phases, p)
+        thickness[names[p]] = M.thickness_summary(lt, voxel_size=vs, unit="nm" if vs else "vox")
     out["thickness"] = thickness
     if a.tortuosity.enabled:
         out["tortuosity"] = {
