@@ -38,6 +38,7 @@ __all__ = [
     "read_metrics",
     "run_name",
     "pearson",
+    "pearson_p_value",
     "correlations",
     "compare",
 ]
@@ -302,25 +303,44 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> tuple[float, int]:
     return float(np.clip((dx @ dy) / den, -1.0, 1.0)), n
 
 
+def pearson_p_value(r: float, n: int) -> float:
+    """Two-sided p-value of a Pearson ``r`` from ``n`` pairs (no correlation as the null).
+
+    :math:`t = r \\sqrt{(n - 2) / (1 - r^2)}` follows Student's t with ``n - 2`` degrees of
+    freedom, as in ``scipy.stats.pearsonr``; ``nan`` for fewer than 3 pairs. With the
+    paper's three cells, ``|r|`` must exceed 0.997 for ``p < 0.05``.
+    """
+    if n < 3 or math.isnan(r):
+        return math.nan
+    if abs(r) >= 1.0:
+        return 0.0
+    from scipy.stats import t as student_t
+
+    t = abs(r) * math.sqrt((n - 2) / (1.0 - r * r))
+    return float(2.0 * student_t.sf(t, n - 2))
+
+
 def correlations(
     table: Mapping[str, Sequence], metrics: Sequence[str], properties: Sequence[str]
 ) -> dict[str, list]:
     """Pearson ``r`` of every metric column with every property column.
 
-    Returns columns ``metric``, ``property``, ``pearson_r``, ``n_runs``, one row per pair,
-    sorted by decreasing ``|r|`` (``nan`` last).
+    Returns columns ``metric``, ``property``, ``pearson_r``, ``p_value``
+    (:func:`pearson_p_value`) and ``n_runs``, one row per pair, sorted by decreasing
+    ``|r|`` (``nan`` last).
     """
     rows = []
     for m in metrics:
         for p in properties:
             r, n = pearson(table[m], table[p])
-            rows.append((m, p, r, n))
+            rows.append((m, p, r, pearson_p_value(r, n), n))
     rows.sort(key=lambda t: (math.isnan(t[2]), -abs(t[2]) if not math.isnan(t[2]) else 0))
     return {
         "metric": [r[0] for r in rows],
         "property": [r[1] for r in rows],
         "pearson_r": [r[2] for r in rows],
-        "n_runs": [r[3] for r in rows],
+        "p_value": [r[3] for r in rows],
+        "n_runs": [r[4] for r in rows],
     }
 
 
@@ -598,8 +618,10 @@ def _html(table, corr, props, png: bytes) -> str:
         for c, vals in table.items() if c not in ("run", "cell")
     )
     crow = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{html.escape(p)}</td><td>{cell(r)}</td><td>{n}</td></tr>"
-        for m, p, r, n in zip(corr["metric"], corr["property"], corr["pearson_r"], corr["n_runs"])
+        f"<tr><td>{html.escape(m)}</td><td>{html.escape(p)}</td><td>{cell(r)}</td>"
+        f"<td>{cell(pv)}</td><td>{n}</td></tr>"
+        for m, p, r, pv, n in zip(corr["metric"], corr["property"], corr["pearson_r"],
+                                  corr["p_value"], corr["n_runs"])
     )
     b64 = base64.b64encode(png).decode()
     return f"""<!DOCTYPE html>
@@ -610,7 +632,9 @@ img{{max-width:100%}}</style></head><body>
 <h1>Structure metrics against cell properties</h1>
 <p>Runs: {html.escape(", ".join(map(str, runs)))}. Properties: {html.escape(", ".join(props))}.</p>
 <h2>Pearson correlation</h2>
-<table><tr><th>metric</th><th>property</th><th>r</th><th>runs</th></tr>{crow}</table>
+<p>Two-sided p-values test r = 0 (Student's t, n - 2 degrees of freedom); with three runs
+|r| must exceed 0.997 for p &lt; 0.05, so read the correlations as trends.</p>
+<table><tr><th>metric</th><th>property</th><th>r</th><th>p</th><th>runs</th></tr>{crow}</table>
 <h2>Each metric against each property</h2>
 <img alt="metrics against cell properties" src="data:image/png;base64,{b64}">
 <h2>Joined table</h2>

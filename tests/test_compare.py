@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bigvol.cli import main
-from bigvol.compare import compare, flatten_metrics, pearson, run_name, write_metrics_csv
+from bigvol.compare import (compare, flatten_metrics, pearson, pearson_p_value, run_name,
+                            write_metrics_csv)
 from bigvol.errors import InputError
 
 # The paper's Table 2: isolated active material and discharge capacities of cells A, B, C.
@@ -125,6 +126,12 @@ def test_table2_join_and_correlations(tmp_path):
         for p in ("capacity_0.05C_mAh_g", "capacity_5C_mAh_g"):
             ref = np.corrcoef(table[m], table[p])[0, 1]
             assert got[(m, p)] == pytest.approx(ref, abs=1e-12), (m, p)
+    # p-values equal scipy's
+    from scipy.stats import pearsonr
+
+    for r in corr:
+        ref = pearsonr(table[r["metric"]], table[r["property"]])
+        assert float(r["p_value"]) == pytest.approx(ref.pvalue, rel=1e-9), r
     # more isolated active material, less capacity at 0.05C (the paper's reading of Table 2)
     assert got[("isolated_fraction_active_material", "capacity_0.05C_mAh_g")] < -0.8
     # constant and non-structure columns are not correlated by default
@@ -160,6 +167,7 @@ def test_explicit_run_column_and_metrics_json(tmp_path):
 
 def test_pearson_edge_cases():
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3])[0])
+    assert math.isnan(pearson_p_value(0.5, 2)) and pearson_p_value(1.0, 3) == 0.0
     assert math.isnan(pearson([1], [2])[0])
     r, n = pearson([1, 2, np.nan, 4], [2, 4, 5, 8.5])
     assert n == 3 and r == pytest.approx(np.corrcoef([1, 2, 4], [2, 4, 8.5])[0, 1])
