@@ -6,12 +6,16 @@ does not import PyTorch (the segmentation model imports it when first used).
 
 from ._version import __version__
 from . import errors, store
-from . import evaluate, segment
+from . import synth
 from .ingest import ingest
+from . import align, destripe, normalize
+from . import evaluate, segment
 from .label import label
 from . import metrics
 from . import compare, report
-from . import synth
-from . import align, destripe, normalize
+from .pipeline import run
 
-__all__ = ["__version__", "errors", "store", "evaluate", "segment", "ingest", "label", "metrics", "compare", "report", "synth", "align", "destripe", "normalize"]
+__all__ = [
+    "__version__", "errors", "store", "synth", "ingest", "align", "destripe", "normalize",
+    "evaluate", "segment", "label", "metrics", "compare", "report", "run",
+]
