@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 
 from ._version import __version__
 from .errors import BigvolError
@@ -682,6 +683,10 @@ def _cmd_compare(args) -> int:
 _COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train, _add_segment, _add_label, _add_report, _add_compare, _add_align, _add_destripe, _add_normalize]
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"bigvol: warning: {message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bigvol",
@@ -703,7 +708,9 @@ def main(argv=None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    logging.captureWarnings(True)
+    if not args.verbose:
+        # user-facing warnings as one plain line; -v shows the usual source locations
+        warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
     except BigvolError as e:

@@ -35,7 +35,9 @@ class InputConfig(_Section):
 
     source: str | None = None
     phantom: PhantomConfig | None = None
-    voxel_size: tuple[float, float, float] | None = None
+    #: nm (z, y, x); an entry left null is read from the files (e.g. [50, null, null]
+    #: takes the milling step from here and the pixel size from FEI/Zeiss metadata)
+    voxel_size: tuple[float | None, float | None, float | None] | None = None
     chunks: tuple[int, int, int] | None = None
     allow_gaps: bool = False
 

@@ -93,7 +93,8 @@ class Pipeline:
             raise InputError(f"cannot create the run folder {path.parent}: {e}") from None
         if not os.access(path.parent, os.W_OK):
             raise InputError(f"the output folder {path.parent} is not writable")
-        return Run.create(path, voxel_size=self.cfg.input.voxel_size)
+        vs = self.cfg.input.voxel_size
+        return Run.create(path, voxel_size=vs if vs is not None and None not in vs else None)
 
     @contextmanager
     def _progress(self, label: str):
