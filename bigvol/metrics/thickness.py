@@ -255,9 +255,9 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins=50) -> dict
     Examples
     --------
     >>> import numpy as np
-    >>> s = thickness_summary(np.array([[[0, 2, 2, 4]]], np.float32), unit="vox", bins=2)
+    >>> s = thickness_summary(np.array([[[0, 2, 2, 4]]], np.float32), unit="vox", bins=4)
     >>> s["mean_vox"], s["median_vox"], s["histogram_volume_fraction"]
-    (2.6666666666666665, 2.0, [0.6666666666666666, 0.3333333333333333])
+    (2.6666666666666665, 2.0, [0.0, 0.0, 0.6666666666666666, 0.3333333333333333])
     """
     if not isinstance(thickness, da.Array):
         thickness = da.from_array(np.asarray(thickness), chunks="auto")
