@@ -297,3 +297,12 @@ def test_cli_normalize_writes_output_and_statistics(tmp_path, capsys):
     # bad reference: one line, exit status 2, no traceback
     assert main(["normalize", str(tmp_path / "r.zarr"), "--reference", "7"]) == 2
     assert "reference slice 7 is outside the stack (it has 6 slices" in capsys.readouterr().err
+
+
+def test_numpy_fallback_without_numba_gives_the_same_result(monkeypatch):
+    s, _ = _drift_stack(np.uint16, n=5)
+    x = da.from_array(s, chunks=(2, 9, 19))
+    compiled = N.match_histograms(x, method="percentile").compute()
+    monkeypatch.setitem(N._JIT, "_hist_kernel", None)
+    monkeypatch.setitem(N._JIT, "_apply_kernel", None)
+    np.testing.assert_array_equal(N.match_histograms(x, method="percentile").compute(), compiled)
