@@ -1034,17 +1034,12 @@ def phantom(
         chunks = da.core.normalize_chunks(chunks, prm.shape, dtype=dt)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"chunks {chunks!r} do not fit shape {prm.shape}: {e}") from None
-    P = _particles(
-        prm.shape, prm.voxel_size, prm.seed, prm.am_fraction, prm.am_d50_um,
-        prm.am_gradient, prm.crack_fraction,
-    )
-    if not prm.contact_gaps and P.gap_w.any():
-        P = _Particles(**{**P.__dict__, "gap_w": np.zeros_like(P.gap_w)})
-    gain, offset = _brightness(prm)
     token = tokenize(prm.asdict(), chunks)
     name = "phantom-" + token
     pkey = "phantom-params-" + token
-    dsk = {pkey: (prm, P, gain, offset)}
+    # the particle list and the drift curves: one task that every chunk depends on, so that
+    # building the graph computes nothing
+    dsk = {pkey: (_prepare, prm)}
     bounds = [np.cumsum((0,) + c) for c in chunks]
     for i, j, k in np.ndindex(*(len(c) for c in chunks)):
         zr = (int(bounds[0][i]), int(bounds[0][i + 1]))
@@ -1057,6 +1052,17 @@ def phantom(
     image = both[0]
     truth = both[1].astype(np.uint8) if dt != np.uint8 else both[1]
     return image, truth
+
+
+def _prepare(prm: _Params):
+    P = _particles(
+        prm.shape, prm.voxel_size, prm.seed, prm.am_fraction, prm.am_d50_um,
+        prm.am_gradient, prm.crack_fraction,
+    )
+    if not prm.contact_gaps and P.gap_w.any():
+        P = _Particles(**{**P.__dict__, "gap_w": np.zeros_like(P.gap_w)})
+    gain, offset = _brightness(prm)
+    return prm, P, gain, offset
 
 
 def _render_task(params, zr, yr, xr):
