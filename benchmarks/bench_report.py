@@ -140,7 +140,8 @@ def main(argv=None):
             n = measure("naive", store, work / "unused.html")
             size_kib = (work / f"d{depth}.report.html").stat().st_size / 1024
             rows.append((shape, mvx, b, n, size_kib))
-            print(f"{shape}: bigvol report {b['wall_s']:.1f} s, peak RSS {b['peak_rss_mib']:.0f} MiB"
+            print(f"{shape}: bigvol report {b['wall_s']:.1f} s, "
+                  f"peak RSS {b['peak_rss_mib']:.0f} MiB"
                   f" (HTML {size_kib:.0f} KiB); naive load of the segmentation "
                   f"{n['wall_s']:.1f} s, peak RSS {n['peak_rss_mib']:.0f} MiB", flush=True)
     finally:

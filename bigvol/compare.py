@@ -128,7 +128,8 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     {'isolated_fraction_active_material': 0.074, 'thickness_solid_electrolyte_mean_nm': 212.0}
     """
     if not isinstance(metrics, Mapping):
-        raise InputError(f"metrics must be a dict (parsed metrics.json), got {type(metrics).__name__}")
+        raise InputError(
+            f"metrics must be a dict (parsed metrics.json), got {type(metrics).__name__}")
     phases = [str(p) for p in (metrics.get("phases") or ())]
     out: dict[str, float] = {}
 

@@ -134,7 +134,7 @@ def _section_of(name: str) -> str:
     return "Other"
 
 
-def _physical(vs, shape):
+def _physical(vs):
     """Voxel size (z, y, x) and unit label for axes: µm when known, else voxels."""
     if vs is None:
         return (1.0, 1.0, 1.0), "voxels"
@@ -237,7 +237,7 @@ def _ortho_figure(arr, name, phases, vs, max_px):
     xy = _shrink(_read(arr, (cz, slice(None), slice(None))), step, labels)
     xz = _shrink(_read(arr, (slice(None), cy, slice(None))), step, labels)
     yz = _shrink(_read(arr, (slice(None), slice(None), cx)), step, labels).T  # rows y, columns z
-    (dz, dy, dx), unit = _physical(vs, arr.shape)
+    (dz, dy, dx), unit = _physical(vs)
     Z, Y, X = nz * dz, ny * dy, nx * dx
 
     fig = Figure(figsize=(6.4, 6.4 * (Y + Z) / (X + Z) + 0.4), dpi=110, layout="constrained")
@@ -267,10 +267,9 @@ def _ortho_figure(arr, name, phases, vs, max_px):
         kw = dict(cmap="gray", vmin=lo, vmax=hi, interpolation="antialiased")
         a_leg.text(0.5, 0.5, f"gray levels\n{lo:.4g} – {hi:.4g}\n({arr.dtype})",
                    ha="center", va="center", fontsize=8)
-    im = a_xy.imshow(xy, extent=(0, X, Y, 0), **kw)
+    a_xy.imshow(xy, extent=(0, X, Y, 0), **kw)
     a_xz.imshow(xz, extent=(0, X, Z, 0), **kw)
     a_yz.imshow(yz, extent=(0, Z, Y, 0), **kw)
-    del im
     line = dict(color="#ffd400", lw=0.8, ls="--")
     a_xy.axhline((cy + 0.5) * dy, **line)
     a_xy.axvline((cx + 0.5) * dx, **line)
@@ -535,7 +534,7 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
 
     region, step = _crop(seg, mesh_size)
     crop = _read(seg, region)
-    (dz, dy, dx), unit = _physical(vs, seg.shape)
+    (dz, dy, dx), unit = _physical(vs)
     spacing = (dz * step, dy * step, dx * step)
     box = (crop.shape[2] * spacing[2], crop.shape[1] * spacing[1], crop.shape[0] * spacing[0])
     n = len(phases)
@@ -569,13 +568,14 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
 
     arr = store.array(f"thickness/{name}")
     out = []
-    (dz, dy, dx), unit = _physical(vs, None)
+    (dz, dy, dx), unit = _physical(vs)
     tunit = "nm" if vs is not None else "voxels"
     if arr is not None:
         nz, ny, nx = arr.shape
         cz = nz // 2
         step = max(1, math.ceil(max(ny, nx) / max_px))
-        plane = _read(arr, (cz, slice(None, None, step), slice(None, None, step))).astype(np.float64)
+        every = slice(None, None, step)
+        plane = _read(arr, (cz, every, every)).astype(np.float64)
         shown = np.ma.masked_less_equal(plane, 0)
         fig = Figure(figsize=(7.5, 7.5 * (ny * dy) / (nx * dx) + 0.5), dpi=100,
                      layout="constrained")
@@ -716,7 +716,7 @@ def _metrics_tables(metrics: Mapping[str, Any], phases) -> str:
     return "\n".join(out)
 
 
-def _header(run, store, metrics, metrics_src, shape) -> str:
+def _header(run, metrics_src, shape) -> str:
     vs = run.voxel_size
     vs_txt = "unknown (unit voxels)" if vs is None else " × ".join(f"{v:g}" for v in vs) + \
         " nm (z, y, x)"
@@ -737,7 +737,7 @@ def _header(run, store, metrics, metrics_src, shape) -> str:
     return t
 
 
-def _arrays_table(run, store) -> str:
+def _arrays_table(run) -> str:
     info = []
 
     def visit(group, prefix=""):
@@ -785,7 +785,8 @@ td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}th{background:#f1
 text-align:left}table.num td{text-align:right;font-variant-numeric:tabular-nums}
 th.key{font-family:monospace;font-weight:normal}td.unit{text-align:left!important}
 td.diag{background:#dde8f5;font-weight:600}tr.sec th{background:#dfe6ee;padding-top:6px}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 1.5em}caption{font-weight:600;text-align:left;
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 1.5em}
+caption{font-weight:600;text-align:left;
 padding:2px 0}figure{margin:1em 0}figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85em;color:#555;margin-top:.3em}code.params{font-size:.8em;
 word-break:break-all}.side{display:flex;flex-wrap:wrap;gap:1.5em}.missing{color:#a33}
@@ -860,7 +861,8 @@ def write_report(
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"cannot read metrics file {mpath}: {e}") from None
     if not isinstance(metrics, Mapping):
-        raise InputError(f"metrics must be a dict or a JSON file path, got {type(metrics).__name__}")
+        raise InputError(
+            f"metrics must be a dict or a JSON file path, got {type(metrics).__name__}")
     out = Path(out_html) if out_html is not None else base.with_suffix(".report.html")
     for name, v in (("mesh_size", mesh_size), ("hist_slices", hist_slices),
                     ("max_image_px", max_image_px)):
@@ -878,7 +880,7 @@ def write_report(
     sections: list[str] = []
 
     sections.append(f"<h1>bigvol report: {_esc(Path(str(title)).stem)}</h1>")
-    sections.append(_header(run, store, metrics, metrics_src, shape))
+    sections.append(_header(run, metrics_src, shape))
 
     # slices
     body = []
@@ -923,7 +925,7 @@ def write_report(
         struct.append(_thickness_section(store, name, seg, phases, metrics, vs, mesh_size,
                                          max_image_px))
 
-    sections.append("<h2>Arrays</h2>" + _arrays_table(run, store))
+    sections.append("<h2>Arrays</h2>" + _arrays_table(run))
     if store.missing:
         sections.append('<p class="missing" id="missing">Missing from the store: ' + "; ".join(
             f"<b>{_esc(k)}</b> ({_esc(v)})" for k, v in store.missing.items()) + "</p>")
