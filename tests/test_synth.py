@@ -249,3 +249,17 @@ def test_cli_writes_the_phantom_into_a_run_store(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "bad.zarr"), "--shape", "4", "8", "8",
                  "--se-fraction", "-1"]) == 2
     assert "se_fraction" in capsys.readouterr().err
+
+
+def test_same_values_on_a_local_cluster(tmp_path):
+    import distributed
+
+    shape, kw = (12, 64, 48), dict(seed=7, chunks=(5, 32, 24), **SMALL)
+    ref = compute(shape, **kw)
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0", local_directory=tmp_path) as cluster:
+        with distributed.Client(cluster) as client:
+            image, truth = synth.phantom(shape, **kw)
+            img, tr = client.compute([image, truth], sync=True)
+    np.testing.assert_array_equal(img, ref[0])
+    np.testing.assert_array_equal(tr, ref[1])
