@@ -95,6 +95,21 @@ def test_two_balls_keep_their_own_diameters():
     assert np.unique(lt[small]).tolist() == [8.0]
 
 
+def test_max_diameter_caps_thick_parts_and_keeps_thin_parts_exact():
+    z, y, x = np.mgrid[:20, :40, :20]
+    big = (z - 10) ** 2 + (y - 12) ** 2 + (x - 10) ** 2 < 8**2
+    small = (z - 10) ** 2 + (y - 32) ** 2 + (x - 10) ** 2 < 4**2
+    v = da.from_array((big | small).astype(np.uint8), chunks=(6, 11, 7))
+    lt = local_thickness(v, 1, max_diameter=10).compute()
+    values, counts = np.unique(lt[big], return_counts=True)
+    assert values.tolist() == [8.0, 10.0]  # "about the cap": the digitized rim reads 8
+    assert counts[1] / counts.sum() > 0.95
+    assert np.unique(lt[small]).tolist() == [8.0]
+    # an upper bound above the truth changes nothing
+    np.testing.assert_array_equal(local_thickness(v, 1, max_diameter=40).compute(),
+                                  local_thickness(v, 1).compute())
+
+
 def test_lazy_with_max_diameter_and_no_rerun_of_blocks():
     v = da.from_array(three_phase((30, 40, 36), seed=5, sigma=1.2), chunks=(15, 20, 18))
     r = max_inscribed_radius(v, 2)

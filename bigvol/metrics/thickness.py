@@ -113,7 +113,8 @@ def max_inscribed_radius(phases, phase, *, voxel_size=None) -> float:
         h *= 2
 
 
-def _thickness_block(window, *, depth, reg, spacing, phase, step, out_dtype, block_info=None):
+def _thickness_block(window, *, depth, reg, spacing, phase, step, radius, out_dtype,
+                     block_info=None):
     from ._thickness_kernels import paint_balls
 
     mask = np.ascontiguousarray(window == phase, dtype=np.uint8)
@@ -121,6 +122,8 @@ def _thickness_block(window, *, depth, reg, spacing, phase, step, out_dtype, blo
     if not mask.any():
         return np.zeros(tuple(b - a for a, b in zip(lo, hi)), out_dtype)
     dt = _edt(mask, spacing)
+    # balls larger than the cap are shrunk to it; min(EDT, R) is exact with a halo R
+    np.minimum(dt, np.float32(radius), out=dt)
     reg_lo = np.array([max(a - r, 0) for a, r in zip(lo, reg)], np.int64)
     reg_hi = np.array([min(b + r, w) for b, r, w in zip(hi, reg, window.shape)], np.int64)
     k = paint_balls(
@@ -153,9 +156,13 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     voxel_size : sequence of 3 floats, optional
         (z, y, x) voxel size in nm; None means unit voxels (result in voxels).
     max_diameter : float, optional
-        An upper bound of the largest local thickness (nm, or voxels); sets the halo and
-        keeps the call fully lazy. By default it is measured first (one chunked pass that
-        computes a single number, :func:`max_inscribed_radius`).
+        The largest diameter measured (nm, or voxels); sets the halo (``max_diameter`` + 2
+        voxels) and keeps the call fully lazy. By default it is the largest in the volume,
+        measured first (one chunked pass that computes a single number,
+        :func:`max_inscribed_radius`), and the result is exact. A smaller value caps the
+        balls at that diameter: parts thicker than the cap read about the cap (thinner
+        parts are exact), which bounds the windows (memory ~ (chunk + 2 max_diameter)^3)
+        for coarse phases such as the active material.
     dtype : float32 or float16
         Output type; float16 halves the size (relative precision 5e-4, max 65504).
 
@@ -205,7 +212,7 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     win, depth = overlapped(phases, depth)
     out = da.map_blocks(
         _thickness_block, win, depth=depth, reg=reg, spacing=spacing, phase=phase,
-        step=step, out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
+        step=step, radius=radius, out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
         meta=np.empty((0, 0, 0), dtype),
     )
     if out.chunks != phases.chunks:
