@@ -20,7 +20,9 @@ over the sphere). Exact on average for isotropic surfaces (a digitized sphere: w
 mesh (Lewiner, :func:`skimage.measure.marching_cubes` with the voxel ``spacing``) of its
 indicator at level 0.5; ``S_p`` is its area. With three phases every surface is made of the
 two interfaces that bound it, ``S_a = A_ab + A_ac``, hence
-``A_ab = (S_a + S_b - S_c) / 2``; with two phases ``A_01 = (S_0 + S_1) / 2``. Equals
+``A_ab = (S_a + S_b - S_c) / 2`` (a slightly negative value, possible for a nearly absent
+pair because meshes of different phases differ near triple lines, is reported as 0); with
+two phases ``A_01 = (S_0 + S_1) / 2``. Phase surfaces equal
 TauFactor's ``specific_surface_area(method="marching_cubes", smoothing=False)``; on binary
 data it over-reports a digitized sphere's area by about 9-12 % (chamfered facets); a plane
 parallel to the grid is exact up to the half-voxel rim at the faces of the volume.
