@@ -230,8 +230,9 @@ def _amp_choice(amp, device):
 
     dev = str(device).split(":")[0]
     if dev == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return (True if amp is None else bool(amp)), dtype
+        # bfloat16 only: float16 training would need loss scaling.
+        ok = torch.cuda.is_bf16_supported()
+        return (ok if amp is None else bool(amp) and ok), torch.bfloat16
     if amp is None:
         try:
             amp = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -264,7 +265,7 @@ def train(
     augment: bool = True,
     seed: int = 0,
     threads: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     time_limit: float | None = None,
     progress: bool = True,
 ) -> Model:
@@ -334,7 +335,8 @@ def train(
         ``time_limit`` cuts training short).
     threads : int, optional
         Torch threads (default: the cores available to this process).
-    device : {"cpu", "cuda", "auto"}
+    device : {"auto", "cpu", "cuda"}
+        "auto": CUDA when available, else the CPU.
     time_limit : float, optional
         Stop after this many seconds (checked after each step).
     progress : bool
