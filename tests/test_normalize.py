@@ -306,3 +306,20 @@ def test_numpy_fallback_without_numba_gives_the_same_result(monkeypatch):
     monkeypatch.setitem(N._JIT, "_hist_kernel", None)
     monkeypatch.setitem(N._JIT, "_apply_kernel", None)
     np.testing.assert_array_equal(N.match_histograms(x, method="percentile").compute(), compiled)
+
+
+def test_on_a_local_cluster_of_processes(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    s, _ = _drift_stack(np.uint16, n=8)
+    z = zarr.create_array(tmp_path / "raw.zarr", shape=s.shape, chunks=(3, 12, 10), dtype=s.dtype)
+    z[:] = s
+    x = da.from_zarr(z)
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster, distributed.Client(cluster):
+        hist_out = N.match_histograms(x, reference=(2, 5)).compute()
+        pct_out = N.match_histograms(x, method="percentile", smooth=3).compute()
+        stats = N.statistics_to_lists(N.slice_statistics(x))
+    np.testing.assert_array_equal(hist_out, _sk_reference(s, s[2:5]))
+    np.testing.assert_array_equal(pct_out, N.match_histograms(x, method="percentile", smooth=3).compute())
+    np.testing.assert_allclose(stats["mean"], s.mean(axis=(1, 2)))
