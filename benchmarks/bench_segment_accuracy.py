@@ -108,6 +108,8 @@ def main(argv=None):
     ap.add_argument("--preset", default="slim")
     ap.add_argument("--batch-size", type=int, default=4,
                     help="crops per step (4: more updates within a short CPU budget)")
+    ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                    help="budget in wall seconds, or in CPU seconds / threads (a shared machine)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
@@ -154,7 +156,7 @@ def main(argv=None):
             stack, labels, slices=slices, k=k, preset=args.preset, epochs=100000,
             batch_size=args.batch_size,
             steps_per_epoch=20, patience=None, time_limit=args.budget, seed=0,
-            validation=0.15 if kind == "dense" else None, progress=False,
+            validation=0.15 if kind == "dense" else None, progress=False, clock=args.clock,
         )
         t_train = time.perf_counter() - t1
         model.save(os.path.join(work, f"{name}.safetensors"))
@@ -163,12 +165,12 @@ def main(argv=None):
         t_pred = time.perf_counter() - t2
         sc = score(truth, pred)
         rec = model.record
-        sc.update(train_s=t_train, steps=rec["steps"], best_epoch=rec["best_epoch"],
+        sc.update(train_s=t_train, train_cpu_s=rec["cpu_s"], steps=rec["steps"], best_epoch=rec["best_epoch"],
                   best_val_accuracy=rec["best_val_accuracy"], predict_s=t_pred,
                   predict_mpx_s=pred.size / t_pred / 1e6, labelled_fraction=float((labels != 255).mean()),
                   amp=rec["options"]["amp"])
         results["runs"][name] = sc
-        print(f"\n== {name}: trained {t_train:.0f} s ({rec['steps']} steps of {rec['options']['batch_size']}x"
+        print(f"\n== {name}: trained {t_train:.0f} s wall, {rec['cpu_s']:.0f} CPU-s ({rec['steps']} steps of {rec['options']['batch_size']}x"
               f"{rec['options']['crop']}^2, bf16 autocast {rec['options']['amp']}), labelled pixels "
               f"{sc['labelled_fraction'] * 100:.2f} % of the 4 slices; predicted {pred.shape} in {t_pred:.0f} s "
               f"({sc['predict_mpx_s']:.2f} MPx/s)")
