@@ -272,14 +272,14 @@ def _running_median(table: da.Array, window: int) -> da.Array:
     from scipy import ndimage
 
     half = window // 2
-    if table.shape[0] == 1:
-        return table
-    zc = max(half, 1, min(64, table.shape[0]))
-    t = table.rechunk({0: zc})
 
     def med(block):
         return ndimage.median_filter(block, size=(window, 1), mode="nearest")
 
+    n = table.shape[0]
+    if n <= max(64, 2 * half):  # small table: one chunk, no halo needed
+        return table.rechunk({0: -1}).map_blocks(med, dtype=table.dtype)
+    t = table.rechunk({0: max(64, half)})
     return t.map_overlap(med, depth={0: half, 1: 0}, boundary="none", dtype=table.dtype)
 
 

@@ -323,3 +323,15 @@ def test_on_a_local_cluster_of_processes(tmp_path):
     np.testing.assert_array_equal(hist_out, _sk_reference(s, s[2:5]))
     np.testing.assert_array_equal(pct_out, N.match_histograms(x, method="percentile", smooth=3).compute())
     np.testing.assert_allclose(stats["mean"], s.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("n, window", [(1, 3), (3, 5), (2, 7), (70, 9), (130, 65)])
+def test_smoothing_window_longer_than_stack_or_chunks(n, window):
+    rng = np.random.default_rng(n)
+    s = (rng.random((n, 10, 10)) * 200 * np.linspace(0.5, 1, n)[:, None, None]).astype(np.uint8)
+    ref = ndimage.median_filter(
+        N.lookup_tables(da.from_array(s, chunks=-1)).compute(), size=(window, 1), mode="nearest"
+    )
+    for chunks in [(1, 10, 10), (4, 5, 10)]:
+        got = N.lookup_tables(da.from_array(s, chunks=chunks), smooth=window).compute()
+        np.testing.assert_array_equal(got, ref)
