@@ -173,3 +173,9 @@ def test_cli_align_saves_shifts(tmp_path):
     expect = A.apply_shifts(da.from_array(img, chunks=-1), shifts).compute()
     np.testing.assert_array_equal(run.read("aligned").compute(), expect)
     assert run.stage("align")["shifts_px"] == shifts.tolist()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(A).failed == 0

@@ -335,3 +335,9 @@ def test_smoothing_window_longer_than_stack_or_chunks(n, window):
     for chunks in [(1, 10, 10), (4, 5, 10)]:
         got = N.lookup_tables(da.from_array(s, chunks=chunks), smooth=window).compute()
         np.testing.assert_array_equal(got, ref)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(N).failed == 0
