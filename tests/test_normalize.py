@@ -232,8 +232,8 @@ def _spread(m):
     return m.std(axis=0) / m.mean(axis=0)
 
 
-@pytest.mark.parametrize("method", ["histogram", "percentile"])
-def test_phantom_brightness_drift_spread_drops_5x(method):
+@pytest.fixture(scope="module")
+def drift_phantom():
     synth = pytest.importorskip("bigvol.synth")
     shape = (24, 384, 384)
     # Default artifacts and drift (brightness_drift=0.2); particles of 2 um so that a 384 px
@@ -241,6 +241,12 @@ def test_phantom_brightness_drift_spread_drops_5x(method):
     kw = dict(seed=4, chunks=(8, 384, 384), am_d50_um=2.0)
     img, truth = dask.compute(*synth.phantom(shape, **kw))
     steady = synth.phantom(shape, brightness_drift=0.0, **kw)[0].compute()
+    return img, truth, steady
+
+
+@pytest.mark.parametrize("method", ["histogram", "percentile"])
+def test_phantom_brightness_drift_spread_drops_5x(method, drift_phantom):
+    img, truth, steady = drift_phantom
     out = N.match_histograms(da.from_array(img, chunks=(8, 128, 128)), method=method).compute()
     before, after = _phase_means(img.astype(float), truth), _phase_means(out.astype(float), truth)
     # The figure: std/mean over slices of each true phase's mean gray value. For the
