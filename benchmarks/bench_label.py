@@ -149,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunks", nargs=3, type=int, default=[64, 256, 256])
     ap.add_argument("--dir", default="/tmp/bigvol-bench-label")
     ap.add_argument("--skip", nargs="*", default=[], choices=CONTENDERS)
+    ap.add_argument("--timeout", type=float, default=1800,
+                    help="seconds before a contender is stopped (reported as an upper bound)")
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child process mode
     args = ap.parse_args(argv)
     workdir = Path(args.dir)
@@ -170,7 +172,17 @@ def main(argv=None) -> int:
             continue
         cmd = [sys.executable, __file__, "--run", name, "--dir", str(workdir),
                "--shape", *map(str, args.shape), "--chunks", *map(str, args.chunks)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        t_start = time.perf_counter()
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                 timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            waited = time.perf_counter() - t_start
+            voxels = int(np.prod(args.shape))
+            results[name] = {"timeout": waited, "mvx_s": voxels / waited / 1e6}
+            print(f"{name:<15} did not finish in {waited:.0f} s: < {voxels / waited / 1e6:.2f} "
+                  f"MVx/s", flush=True)
+            continue
         if out.returncode:
             print(f"{name}: failed\n{out.stderr[-2000:]}", flush=True)
             continue
@@ -187,6 +199,10 @@ def main(argv=None) -> int:
     for peer in ("dask-image", "cc3d", "scipy"):
         if b and peer in results:
             p = results[peer]
+            if "timeout" in p:
+                print(f"bigvol vs {peer:<11} throughput > x{b['mvx_s'] / p['mvx_s']:.1f} "
+                      f"({peer} stopped after {p['timeout']:.0f} s)")
+                continue
             print(f"bigvol vs {peer:<11} throughput x{b['mvx_s'] / p['mvx_s']:.2f}, "
                   f"peak RSS x{b['peak_rss_mb'] / p['peak_rss_mb']:.2f}")
     nw = results.get("bigvol-nowrite")
@@ -195,7 +211,7 @@ def main(argv=None) -> int:
     if "bigvol-all" in results and "cc3d-all" in results:
         print(f"bigvol-all vs cc3d-all      throughput "
               f"x{results['bigvol-all']['mvx_s'] / results['cc3d-all']['mvx_s']:.2f}")
-    ns = {r["n"] for k, r in results.items() if not k.endswith("-all")}
+    ns = {r["n"] for k, r in results.items() if not k.endswith("-all") and "n" in r}
     print("component counts agree" if len(ns) <= 1 else f"COMPONENT COUNTS DIFFER: {ns}")
     return 0
 
