@@ -195,15 +195,14 @@ class Pipeline:
                 from . import normalize
 
                 ref = c.normalize.reference
-                out = normalize.match_histograms(
+                # one pass for the LUTs and the before/after statistics, one to apply them
+                fit = normalize.fit_lookup_tables(
                     stack, reference=tuple(ref) if isinstance(ref, (list, tuple)) else ref,
                     method=c.normalize.method, **c.normalize.options,
                 )
-                before = normalize.statistics_to_lists(normalize.slice_statistics(stack))
-                after = normalize.statistics_to_lists(normalize.slice_statistics(out))
-                results["statistics_before"] = before
-                results["statistics_after"] = after
-                stack = out
+                results["statistics_before"] = normalize.statistics_to_lists(fit["before"])
+                results["statistics_after"] = normalize.statistics_to_lists(fit["after"])
+                stack = normalize.apply_lookup_tables(stack, fit["luts"])
             self._write("normalized", stack, fp)
             return results
 
