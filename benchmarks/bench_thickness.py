@@ -12,7 +12,7 @@
    rank like the size (the paper's cells B and C).
 
     python benchmarks/bench_thickness.py speed  [--size 256] [--workers 2]
-    python benchmarks/bench_thickness.py series [--shape 64 192 192]
+    python benchmarks/bench_thickness.py series [--shape 48 128 128] [--voxel-size 100 60 60]
 """
 
 import argparse
@@ -103,7 +103,7 @@ def series(args):
     import bigvol.synth as synth
     from bigvol.metrics import local_thickness, thickness_summary, tortuosity
 
-    shape, vs = tuple(args.shape), (50.0, 30.0, 30.0)
+    shape, vs = tuple(args.shape), tuple(args.voxel_size)
     rows = []
     for se in args.se_sizes:
         _, truth = synth.phantom(shape, seed=0, voxel_size=vs, se_size_um=se)
@@ -135,7 +135,8 @@ def main():
     s.add_argument("--source", choices=("phantom", "blobs"), default="phantom")
     s.set_defaults(func=speed)
     s = sub.add_parser("series")
-    s.add_argument("--shape", nargs=3, type=int, default=[64, 192, 192])
+    s.add_argument("--shape", nargs=3, type=int, default=[48, 128, 128])
+    s.add_argument("--voxel-size", nargs=3, type=float, default=[100.0, 60.0, 60.0])
     s.add_argument("--se-sizes", nargs="+", type=float, default=[0.5, 1.0, 2.0])
     s.set_defaults(func=series)
     a = ap.parse_args()

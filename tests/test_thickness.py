@@ -195,3 +195,15 @@ def test_bad_inputs():
     before[0, 0, 0] = 0
     local_thickness(v, 1).compute()
     np.testing.assert_array_equal(v, before)  # input untouched
+
+
+def test_electrolyte_thickness_ranks_like_its_particle_size_on_phantoms():
+    synth = pytest.importorskip("bigvol.synth")
+    vs = (100.0, 60.0, 60.0)  # coarse voxels: a few microstructure lengths in a small volume
+    means = []
+    for se in (0.5, 1.0, 2.0):
+        _, truth = synth.phantom((48, 128, 128), seed=0, voxel_size=vs, se_size_um=se)
+        lt = local_thickness(truth, 1, voxel_size=vs)
+        means.append(thickness_summary(lt)["mean_nm"])
+    assert means[0] < means[1] < means[2]  # cells B and C of the paper: thin vs thick SE
+    assert means[2] > 2 * means[0]
