@@ -124,6 +124,12 @@ def test_each_chunk_is_labelled_once_per_pass(monkeypatch):
     ref, n_ref = scipy_label(mask.compute(), 26)
     assert n == n_ref
     assert_equivalent(out, ref)
+    calls.clear()
+    with dask.config.set(scheduler="threads"):
+        iso = bv.metrics.isolated_fraction(mask.astype(np.uint8) * 2, 2)
+        t = bv.metrics.percolation(mask)
+    assert len(calls) == 2 * nchunks  # the metrics: one labelling per chunk each
+    assert 0 <= iso <= 1 and t["n_components"][3] == n_ref  # rows of phase 1 (True)
 
 
 def test_input_is_not_modified():
