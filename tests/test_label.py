@@ -132,6 +132,16 @@ def test_each_chunk_is_labelled_once_per_pass(monkeypatch):
     assert 0 <= iso <= 1 and t["n_components"][3] == n_ref  # rows of phase 1 (True)
 
 
+def test_relabel_by_numpy_lookup_for_many_labels(monkeypatch):
+    # chunks with more than _FASTREMAP_MAX local labels are relabelled by a numpy lookup
+    monkeypatch.setattr(bl, "_FASTREMAP_MAX", 3)
+    mask = random_mask(SHAPE, 0.3, 9)
+    ref, n_ref = scipy_label(mask, 6)
+    labels, n = bv.label(da.from_array(mask, chunks=(5, 7, 6)), connectivity=6)
+    assert n == n_ref
+    assert_equivalent(labels.compute(), ref)
+
+
 def test_input_is_not_modified():
     m = blob_mask(SHAPE, 6).astype(np.uint8) * 2
     before = m.copy()
