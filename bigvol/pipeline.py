@@ -415,11 +415,22 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
     out: dict = {}
     vf = M.volume_fractions(phases)
     out["volume_fractions"] = {names[k]: float(v) for k, v in vf.items() if k < len(names)}
-    out["isolated_fraction"] = {
-        names[p]: float(M.isolated_fraction(phases, p, axis=a.axis, faces=a.faces, connectivity=a.connectivity))
-        for p in range(len(names))
-    }
-    out["percolation"] = _jsonable_table(M.percolation(phases, connectivity=a.connectivity))
+    perc = _jsonable_table(M.percolation(phases, connectivity=a.connectivity))
+    out["percolation"] = perc
+    if a.faces == "both":
+        # the percolation table's isolated fraction is isolated_fraction(faces="both"):
+        # no second labelling pass
+        out["isolated_fraction"] = {
+            names[ph]: float(iso)
+            for ph, ax, iso in zip(perc["phase"], perc["axis"], perc["isolated_fraction"])
+            if ax == a.axis and ph < len(names)
+        }
+    else:
+        out["isolated_fraction"] = {
+            names[p]: float(M.isolated_fraction(phases, p, axis=a.axis, faces=a.faces,
+                                                connectivity=a.connectivity))
+            for p in range(len(names))
+        }
     thickness = {}
     for p in a.thickness_phases:
         lt = M.local_thickness(phases, p, voxel_size=vs)
