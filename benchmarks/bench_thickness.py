@@ -3,8 +3,8 @@
 1. ``speed``: a (256, 256, 256) volume (a phase of the bigvol phantom when bigvol.synth is
    available, else Gaussian blobs), isotropic voxels. PoreSpy ``local_thickness``
    (methods "bf" and "dt", in memory, returns a radius) against
-   ``bigvol.metrics.local_thickness`` (chunked (128,)*3 windows on the threaded scheduler,
-   returns a diameter). Each run in its own subprocess so that peak RSS (ru_maxrss) is its
+   ``bigvol.metrics.local_thickness`` (chunks (128, 256, 256) = one window per thread on
+   the threaded scheduler, returns a diameter). Each run in its own subprocess so that peak RSS (ru_maxrss) is its
    own; warm-up (numba compilation) done in the same subprocess before timing. Prints
    MVx/s, peak RSS, the ratios, and checks that bigvol == 2 x PoreSpy.
 2. ``series``: three phantoms whose solid-electrolyte size ``se_size_um`` increases; the
@@ -41,7 +41,7 @@ def make_volume(n, phase_source):
     return (f > np.quantile(f, 0.67)).astype(np.uint8), "gaussian blobs, 33 %"
 
 
-def child(which, path, workers):
+def child(which, path, workers, chunks):
     v = np.load(path)
     if which.startswith("porespy"):
         import porespy as ps
@@ -60,7 +60,7 @@ def child(which, path, workers):
         local_thickness(v[:32, :32, :32], 1).compute()  # warm-up (numba cache)
         with dask.config.set(scheduler="threads", num_workers=workers):
             t = time.perf_counter()
-            out = local_thickness(da.from_array(v, chunks=128), 1).compute()
+            out = local_thickness(da.from_array(v, chunks=chunks), 1).compute()
     dt = time.perf_counter() - t
     np.save(path + f".{which}.npy", out.astype(np.float32))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -74,7 +74,8 @@ def speed(args):
     res = {}
     for which in ("bigvol", "porespy-bf", "porespy-dt"):
         env = dict(os.environ, NUMBA_NUM_THREADS=str(args.workers), OMP_NUM_THREADS="1")
-        p = subprocess.run([sys.executable, __file__, "_child", which, path, str(args.workers)],
+        p = subprocess.run([sys.executable, __file__, "_child", which, path, str(args.workers),
+                            ",".join(str(c) for c in args.chunks)],
                            capture_output=True, text=True, env=env)
         if p.returncode:
             print(p.stderr)
@@ -83,7 +84,8 @@ def speed(args):
     nvox = v.size
     ref = np.load(path + ".porespy-bf.npy")
     got = np.load(path + ".bigvol.npy")
-    print(f"volume ({args.size},)*3 {what}, phase fraction {v.mean():.3f}; "
+    print(f"volume ({args.size},)*3 {what}, phase fraction {v.mean():.3f}; bigvol chunks "
+          f"{tuple(args.chunks)}; "
           f"{args.workers} threads each; other jobs were running on this 2-core machine")
     for k, r in res.items():
         print(f"  {k:<11} {r['seconds']:7.2f} s  {nvox / r['seconds'] / 1e6:7.2f} MVx/s  "
@@ -126,13 +128,16 @@ def series(args):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        return child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return child(sys.argv[2], sys.argv[3], int(sys.argv[4]),
+                     tuple(int(c) for c in sys.argv[5].split(",")))
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--source", choices=("phantom", "blobs"), default="phantom")
+    s.add_argument("--chunks", nargs=3, type=int, default=[128, 256, 256],
+                   help="bigvol chunks (one window per worker thread by default)")
     s.set_defaults(func=speed)
     s = sub.add_parser("series")
     s.add_argument("--shape", nargs=3, type=int, default=[48, 128, 128])
