@@ -141,37 +141,49 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                 else:
                     nxt[base + x] = nxt[base + x + 1]
 
-    # 4. paint
+    # 4. paint; centres come grouped by radius, so the half-width of each row of the
+    # ball is tabulated once per radius
+    cur_k = -1
+    rz = 0
+    ry = 0
+    wtab = np.empty((1, 1), np.int64)
     for i in range(ncand):
         ci = order[i]
         k = candk[ci]
-        t = k * step
-        t2 = t * t
+        if k != cur_k:
+            cur_k = k
+            t = k * step
+            t2 = t * t
+            rz = int(t / sz) + 1
+            ry = int(t / sy) + 1
+            wtab = np.full((2 * rz + 1, 2 * ry + 1), -1, np.int64)
+            for dz in range(-rz, rz + 1):
+                remz = t2 - (dz * sz) ** 2
+                if remz <= 0:
+                    continue
+                for dy in range(-ry, ry + 1):
+                    rem = remz - (dy * sy) ** 2
+                    if rem <= 0:
+                        continue
+                    w = int(math.sqrt(rem) / sx)
+                    while w >= 0 and (w * sx) ** 2 >= rem:
+                        w -= 1
+                    while ((w + 1) * sx) ** 2 < rem:
+                        w += 1
+                    wtab[dz + rz, dy + ry] = w
         flat = cand[ci]
         x = flat % wx
         y = (flat // wx) % wy
         z = flat // (wx * wy)
-        rz = int(t / sz) + 1
-        ry = int(t / sy) + 1
         for dz in range(-rz, rz + 1):
             zc = z + dz - cz0
             if zc < 0 or zc >= nz:
-                continue
-            remz = t2 - (dz * sz) ** 2
-            if remz <= 0:
                 continue
             for dy in range(-ry, ry + 1):
                 yc = y + dy - cy0
                 if yc < 0 or yc >= ny:
                     continue
-                rem = remz - (dy * sy) ** 2
-                if rem <= 0:
-                    continue
-                w = int(math.sqrt(rem) / sx)
-                while w >= 0 and (w * sx) ** 2 >= rem:
-                    w -= 1
-                while ((w + 1) * sx) ** 2 < rem:
-                    w += 1
+                w = wtab[dz + rz, dy + ry]
                 if w < 0:
                     continue
                 a = x - w - cx0
