@@ -228,7 +228,8 @@ def _core_chunks(win: da.Array, depth) -> tuple:
             out.append(tuple(c))
             continue
         n = len(c)
-        out.append(tuple(w - (d if i > 0 else 0) - (d if i < n - 1 else 0) for i, w in enumerate(c)))
+        out.append(tuple(w - (d if i > 0 else 0) - (d if i < n - 1 else 0)
+                         for i, w in enumerate(c)))
     return tuple(out)
 
 

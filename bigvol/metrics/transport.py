@@ -232,7 +232,8 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
         "volume_fraction": float(got[1]), "converged": bool(table[:, 3].all()),
         "n_subvolumes": int(len(taus)), "n_percolating": int(perc.sum()),
         "subvolume_shape": list(sub),
-        "tau_subvolumes": [float(t) for t in taus], "eff_ratio_subvolumes": [float(e) for e in effs],
+        "tau_subvolumes": [float(t) for t in taus],
+        "eff_ratio_subvolumes": [float(e) for e in effs],
     }
     if downsample:
         t, e, _, c = got[2].ravel()
