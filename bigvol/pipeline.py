@@ -148,15 +148,23 @@ class Pipeline:
             if inp.voxel_size is not None:
                 kwargs["voxel_size"] = tuple(inp.voxel_size)
 
+            try:  # names the bad key of input.phantom.params
+                synth.parameters(shape=tuple(inp.phantom.shape), **kwargs)
+            except ConfigError as e:
+                raise ConfigError(f"input.phantom.params: {e}") from None
+
             def body(fp):
                 image, truth = synth.phantom(
                     tuple(inp.phantom.shape), seed=inp.phantom.seed,
                     chunks=self.cfg.compute.chunks, **kwargs,
                 )
                 self.run.voxel_size = kwargs.get("voxel_size", _phantom_default_voxel_size())
-                self._write("raw", image, fp)
-                self._write("truth", truth, fp)
-                return {"source": "phantom"}
+                # image and truth come from one task per chunk: write them in one pass
+                self.run.write_arrays({"raw": image, "truth": truth},
+                                      chunks=self.cfg.compute.chunks, fingerprint=fp)
+                return {"source": "phantom", "true_shifts_px": synth.true_shifts(
+                    tuple(inp.phantom.shape), seed=inp.phantom.seed,
+                    xy_drift_px=kwargs.get("xy_drift_px", 0.0)).tolist()}
 
             return self._stage("input", params, (), ("raw", "truth"), body)
 
@@ -460,7 +468,8 @@ DEMO_CONFIG = {
     "normalize": {"method": "histogram"},
     "segment": {
         "method": "segnet",
-        "train": {"labels": "truth", "n_slices": 4, "options": {"epochs": 12, "steps_per_epoch": 40}},
+        "train": {"labels": "truth", "n_slices": 4,
+                  "options": {"epochs": 12, "steps_per_epoch": 40, "time_limit": 240}},
     },
     "analyze": {"axis": 1, "connectivity": 26, "tortuosity": {"phases": [1, 2]}},
     "compute": {"scheduler": "threads", "chunks": [16, 160, 160]},

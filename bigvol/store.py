@@ -292,46 +292,50 @@ class Run:
         every chunk is a deterministic function of the inputs, the result is identical to an
         uninterrupted write.
         """
-        data = data if isinstance(data, da.Array) else da.from_array(data)
-        chunks = tuple(chunks) if chunks is not None else tuple(c[0] for c in data.chunks)
-        chunks = tuple(min(int(c), max(s, 1)) for c, s in zip(chunks, data.shape))
-        progress_name = f"_progress/{name}"
-        arr = None
-        if resume and name in self and progress_name in self:
-            old = self.group[name]
-            meta = old.attrs.get("bigvol", {})
-            if (
-                not meta.get("complete")
-                and fingerprint is not None
-                and meta.get("fingerprint") == fingerprint
-                and tuple(old.shape) == tuple(data.shape)
-                and old.dtype == data.dtype
-                and tuple(old.chunks) == chunks
-            ):
-                arr = old
-                flags = self.group[progress_name]
-        if arr is None:
-            arr = self.create_array(
-                name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                attrs=attrs, dimension_names=None,
-            )
-            if fingerprint is not None:
-                meta = dict(arr.attrs["bigvol"])
-                meta["fingerprint"] = fingerprint
-                arr.attrs["bigvol"] = meta
-            grid = tuple(len(c) for c in da.core.normalize_chunks(arr.chunks, arr.shape))
-            flags = self.group.create_array(
-                progress_name, shape=grid, dtype=np.uint8, chunks=(1,) * len(grid),
-                fill_value=0, overwrite=True, compressors=None,
-            )
-        data = data.rechunk(arr.chunks)
-        done = flags[...].astype(bool)
+        return self.write_arrays(
+            {name: data}, chunks=chunks, attrs={name: attrs} if attrs else None,
+            fingerprint=fingerprint, resume=resume, compute_kwargs=compute_kwargs,
+        )[name]
+
+    def write_arrays(
+        self,
+        arrays: Mapping[str, da.Array | np.ndarray],
+        *,
+        chunks: Sequence[int] | None = None,
+        attrs: Mapping[str, Mapping[str, Any]] | None = None,
+        fingerprint: str | None = None,
+        resume: bool = True,
+        compute_kwargs: Mapping[str, Any] | None = None,
+    ) -> dict[str, zarr.Array]:
+        """Write several arrays of one shape in one pass, as :meth:`write` does one.
+
+        For outputs computed together (the phantom's image and truth come from one task per
+        chunk): each chunk task writes the same chunk of every array, so shared work runs
+        once.
+        """
+        datas = {k: v if isinstance(v, da.Array) else da.from_array(v) for k, v in arrays.items()}
+        shapes = {tuple(d.shape) for d in datas.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"write_arrays needs arrays of one shape, got {shapes}")
+        shape = shapes.pop()
+        first = next(iter(datas.values()))
+        chunks = tuple(chunks) if chunks is not None else tuple(c[0] for c in first.chunks)
+        chunks = tuple(min(int(c), max(s, 1)) for c, s in zip(chunks, shape))
+        targets, flags = {}, {}
+        for name, data in datas.items():
+            targets[name], flags[name] = self._open_or_create_for_write(
+                name, data, chunks, (attrs or {}).get(name), fingerprint, resume)
+        datas = {k: d.rechunk(targets[k].chunks) for k, d in datas.items()}
+        done = np.logical_and.reduce([f[...].astype(bool) for f in flags.values()])
         todo = [idx for idx in np.ndindex(done.shape) if not done[idx]]
         if todo:
-            writes = data.map_blocks(
-                _write_block, arr, flags, block_info=True, dtype=np.uint8,
-                chunks=tuple((1,) * len(c) for c in data.chunks),
-                meta=np.empty((0,) * data.ndim, dtype=np.uint8),
+            names = list(datas)
+            writes = da.map_blocks(
+                _write_blocks, *(datas[k] for k in names),
+                targets=[targets[k] for k in names], flags=[flags[k] for k in names],
+                dtype=np.uint8, block_info=True,
+                chunks=tuple((1,) * len(c) for c in datas[names[0]].chunks),
+                meta=np.empty((0,) * len(shape), dtype=np.uint8),
             )
             # only the keys of unfinished chunks: the array optimizer culls the graph to them
             keys = [(writes.name, *idx) for idx in todo]
@@ -340,9 +344,37 @@ class Run:
             compute_as_if_collection(
                 da.Array, writes.__dask_graph__(), keys, **dict(compute_kwargs or {})
             )
-        self.mark_complete(name)
-        del self.group[progress_name]
-        return arr
+        for name in datas:
+            self.mark_complete(name)
+            del self.group[f"_progress/{name}"]
+        return targets
+
+    def _open_or_create_for_write(self, name, data, chunks, attrs, fingerprint, resume):
+        """The target array and its chunk flags: reused when resuming the same write."""
+        progress_name = f"_progress/{name}"
+        if resume and fingerprint is not None and name in self and progress_name in self:
+            old = self.group[name]
+            meta = old.attrs.get("bigvol", {})
+            if (
+                not meta.get("complete")
+                and meta.get("fingerprint") == fingerprint
+                and tuple(old.shape) == tuple(data.shape)
+                and old.dtype == data.dtype
+                and tuple(old.chunks) == chunks
+            ):
+                return old, self.group[progress_name]
+        arr = self.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                attrs=attrs, dimension_names=None)
+        if fingerprint is not None:
+            meta = dict(arr.attrs["bigvol"])
+            meta["fingerprint"] = fingerprint
+            arr.attrs["bigvol"] = meta
+        grid = tuple(len(c) for c in da.core.normalize_chunks(arr.chunks, arr.shape))
+        flags = self.group.create_array(
+            progress_name, shape=grid, dtype=np.uint8, chunks=(1,) * len(grid),
+            fill_value=0, overwrite=True, compressors=None,
+        )
+        return arr, flags
 
     # -- OME-Zarr ------------------------------------------------------------------------
     def _write_ome(self) -> None:
@@ -406,15 +438,18 @@ class Run:
         }
 
 
-def _write_block(block, target, flags, block_info=None):
-    """Write one chunk, then flag it done (one flag per Zarr chunk, so no shared chunk)."""
-    loc = block_info[0]["array-location"]
-    target[tuple(slice(a, b) for a, b in loc)] = block
-    idx = tuple(block_info[0]["chunk-location"])
-    flags[idx] = 1
-    if _FAULT_ENV in os.environ:
-        _maybe_fault(target, flags)
-    return np.ones((1,) * block.ndim, dtype=np.uint8)
+def _write_blocks(*blocks, targets, flags, block_info=None):
+    """Write one chunk of each target not yet flagged, then flag it (one flag per chunk)."""
+    for i, (block, target, flag) in enumerate(zip(blocks, targets, flags)):
+        idx = tuple(block_info[i]["chunk-location"])
+        if flag[idx]:
+            continue  # written before an interruption
+        loc = block_info[i]["array-location"]
+        target[tuple(slice(a, b) for a, b in loc)] = block
+        flag[idx] = 1
+        if _FAULT_ENV in os.environ:
+            _maybe_fault(target, flag)
+    return np.ones((1,) * blocks[0].ndim, dtype=np.uint8)
 
 
 #: Fault injection for the interruption tests: ``BIGVOL_FAULT_KILL=<array>:<n>:<marker>``
