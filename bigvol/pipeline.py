@@ -273,6 +273,8 @@ class Pipeline:
         params = seg.model_dump(exclude={"train"})
         upstream = ("normalize", "train") if seg.method == "segnet" else ("normalize",)
         outputs = ("segmentation",) + (("threshold",) if seg.baseline else ())
+        if seg.probabilities and seg.method == "segnet":
+            outputs += ("probabilities",)
 
         def body(fp):
             from . import segment
@@ -280,8 +282,15 @@ class Pipeline:
             stack = self.run.read("normalized")
             if seg.method == "segnet":
                 model = segment.Model.load(self.model_path)
-                pred = segment.predict(stack, model, tile=seg.tile, overlap=seg.overlap,
-                                       device=seg.device)
+                kw = dict(tile=seg.tile, overlap=seg.overlap, device=seg.device)
+                if seg.probabilities:
+                    probs = segment.predict(stack, model, probabilities=True, **kw)
+                    cz = self.cfg.compute.chunks
+                    probs = probs.rechunk((probs.shape[0],) + tuple(cz))
+                    self.run.write("probabilities", probs, fingerprint=fp)
+                    pred = self.run.read("probabilities").argmax(axis=0).astype(np.uint8)
+                else:
+                    pred = segment.predict(stack, model, **kw)
             else:
                 pred = segment.threshold(stack)
             self._write("segmentation", pred, fp)
@@ -331,9 +340,7 @@ class Pipeline:
             out.update(analyze_store(self.run, a, write=lambda n, d: self._write(n, d, fp)))
             return out
 
-        outputs = tuple(f"thickness/{self.run.phases[p]}" for p in a.thickness_phases)
-        if a.write_labels:
-            outputs += ("labels/all",)
+        outputs = ("labels/all",) if a.write_labels else ()
         return self._stage("analyze", params, ("segment",), outputs, body)
 
     def metrics(self) -> dict:
@@ -441,6 +448,9 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
         }
     thickness = {}
     for p in a.thickness_phases:
+        if vf.get(p, 0.0) >= 1.0:  # a phase filling the volume has no finite thickness
+            thickness[names[p]] = {"undefined": f"{names[p]} fills the whole volume"}
+            continue
         lt = M.local_thickness(phases, p, voxel_size=vs)
         if write is not None:
             write(f"thickness/{names[p]}", lt)
@@ -469,7 +479,7 @@ DEMO_CONFIG = {
     "segment": {
         "method": "segnet",
         "train": {"labels": "truth", "n_slices": 4,
-                  "options": {"epochs": 12, "steps_per_epoch": 40, "time_limit": 240}},
+                  "options": {"k": 3, "epochs": 12, "steps_per_epoch": 40, "time_limit": 240}},
     },
     # the TauFactor solve takes minutes per sub-volume on 2 cores: off in the demo
     "analyze": {"axis": 1, "connectivity": 26, "tortuosity": {"enabled": False}},

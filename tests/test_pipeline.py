@@ -223,3 +223,29 @@ def test_failed_stage_keeps_completed_stages(reference, tmp_path):
     for stage in ("input", "normalize"):
         assert after[stage] == done[stage]
     np.testing.assert_array_equal(Run.open(path).zarr_array("raw")[...], reference[1]["raw"])
+
+
+def test_bigvol_demo_runs_the_whole_method_at_a_tiny_size(tmp_path, capsys):
+    """The README's `bigvol demo`, shrunk: phantom, normalize, train, segment, analyze, report."""
+    out = tmp_path / "demo"
+    rc = main([
+        "demo", "--out", str(out), "--shape", "8", "64", "64", "--quiet",
+        "--set", "segment.train.options={k: 3, epochs: 1, steps_per_epoch: 3, crop: 32, batch_size: 2}",
+        "--set", "segment.probabilities=true",
+        "--set", "compute.chunks=[4, 32, 32]",
+    ])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    paths = output_paths(out / "demo.zarr")
+    assert str(paths["report"]) in printed
+    m = json.loads(paths["metrics_json"].read_text())
+    assert set(m["evaluation"]) == {"segnet", "threshold"}
+    assert 0 <= m["evaluation"]["segnet"]["accuracy"] <= 1
+    assert len(m["evaluation"]["segnet"]["accuracy_per_slice"]) == 8
+    r = Run.open(out / "demo.zarr")
+    probs = r.zarr_array("probabilities")[...]
+    assert probs.shape == (3, 8, 64, 64) and probs.dtype == np.float16
+    np.testing.assert_array_equal(probs.argmax(axis=0), r.zarr_array("segmentation")[...])
+    assert r.stage("train")["results"]["slices"] == [1, 3, 5, 7]
+    html = paths["report"].read_text()
+    assert html.count("data:image/png;base64,") >= 5
