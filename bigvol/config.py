@@ -100,6 +100,10 @@ class AnalyzeConfig(_Section):
     connectivity: Literal[6, 18, 26] = 26
     faces: Literal["both", "either", "low", "high"] = "both"
     thickness_phases: list[int] = Field(default_factory=lambda: [1, 0, 2])
+    #: cap of the local thickness, in nm (voxels without a voxel size): balls larger than
+    #: this are not painted, which bounds the halo for coarse phases (active-material
+    #: particles of several um need a halo of 2R ~ 200 voxels otherwise); None = exact
+    thickness_max_diameter: float | None = Field(None, gt=0)
     tortuosity: TortuosityConfig = Field(default_factory=TortuosityConfig)
     interfaces: bool = True
     write_labels: bool = False

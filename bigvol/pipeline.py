@@ -372,7 +372,7 @@ class Pipeline:
 
     def write_metrics(self) -> dict:
         m = self.metrics()
-        _atomic_write(self.paths["metrics_json"], json.dumps(m, indent=2, default=_json_default))
+        _atomic_write(self.paths["metrics_json"], json.dumps(_finite(m), indent=2, default=_json_default))
         from .compare import write_metrics_csv
 
         write_metrics_csv(m, self.paths["metrics_csv"])
@@ -451,7 +451,7 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
         if vf.get(p, 0.0) >= 1.0:  # a phase filling the volume has no finite thickness
             thickness[names[p]] = {"undefined": f"{names[p]} fills the whole volume"}
             continue
-        lt = M.local_thickness(phases, p, voxel_size=vs)
+        lt = M.local_thickness(phases, p, voxel_size=vs, max_diameter=a.thickness_max_diameter)
         if write is not None:
             write(f"thickness/{names[p]}", lt)
             lt = run.read(f"thickness/{names[p]}")
@@ -463,12 +463,39 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
             for p in a.tortuosity.phases
         }
     if a.interfaces:
-        out["interfaces"] = _jsonable_table(M.interfaces(phases, voxel_size=vs))
+        out["interfaces"] = _named_phase_keys(_jsonable_table(M.interfaces(phases, voxel_size=vs)), names)
+    return out
+
+
+def _named_phase_keys(d: dict, names) -> dict:
+    """``area_per_volume_0-2_um-1`` -> ``area_per_volume_pore-active_material_um-1``."""
+    import re
+
+    def name(i):
+        i = int(i)
+        return names[i].replace(" ", "_") if i < len(names) else str(i)
+
+    out = {}
+    for k, v in d.items():
+        k = re.sub(r"_(\d+)-(\d+)_", lambda m: f"_{name(m[1])}-{name(m[2])}_", k)
+        k = re.sub(r"^specific_surface_(\d+)_", lambda m: f"specific_surface_{name(m[1])}_", k)
+        out[k] = v
     return out
 
 
 def _jsonable_table(t):
-    return json.loads(json.dumps(t, default=_json_default))
+    """Plain JSON types; non-finite numbers (tau = inf: no percolating path) become None."""
+    return _finite(json.loads(json.dumps(t, default=_json_default)))
+
+
+def _finite(o):
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite(v) for v in o]
+    return o
 
 
 #: ``bigvol demo``: the whole method on a phantom, sized for a few minutes on 2 CPU cores.
