@@ -197,6 +197,12 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert main(["run", _write_yaml(_cfg(foreign), tmp_path)]) == 2
     assert "not a bigvol run store" in capsys.readouterr().err
     assert sorted(p.name for p in foreign.rglob("*")) == before
+    # an output folder that cannot be created (a file stands in its way)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    assert main(["run", _write_yaml(_cfg(blocker / "sub" / "r.zarr"), tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the run folder" in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
