@@ -22,6 +22,7 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
+from ._stack import as_stack as _as_stack
 from .errors import InputError
 
 __all__ = ["estimate_shifts", "apply_shifts", "DETREND"]
@@ -29,17 +30,6 @@ __all__ = ["estimate_shifts", "apply_shifts", "DETREND"]
 DETREND = (None, "mean", "linear")
 
 
-def _as_stack(stack, name: str = "stack") -> da.Array:
-    if not isinstance(stack, da.Array):
-        arr = np.asarray(stack)
-        stack = da.from_array(arr, chunks=(1,) + arr.shape[1:]) if arr.ndim == 3 else arr
-    if stack.ndim != 3:
-        raise InputError(f"{name} must be a 3-D (z, y, x) image stack, got shape {stack.shape}")
-    if stack.dtype.kind not in "uif":
-        raise InputError(f"{name} must hold numbers (integer or float), got dtype {stack.dtype}")
-    if 0 in stack.shape:
-        raise InputError(f"{name} is empty (shape {stack.shape})")
-    return stack
 
 
 def _pair_shifts(prev: np.ndarray, cur: np.ndarray, factor: int, upsample: int, window: str | None):
