@@ -108,8 +108,12 @@ class Pipeline:
             from distributed import default_client
 
             default_client()
-            yield  # distributed: the dashboard shows progress
+            distributed = True
         except ValueError:
+            distributed = False
+        if distributed:
+            yield  # the dashboard shows progress
+        else:
             with ProgressBar(minimum=1.0, dt=0.5):
                 yield
 
