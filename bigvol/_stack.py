@@ -20,3 +20,12 @@ def as_stack(stack, name: str = "stack") -> da.Array:
     if 0 in stack.shape:
         raise InputError(f"{name} is empty (shape {stack.shape})")
     return stack
+
+
+def cast_to(x: np.ndarray, dtype) -> np.ndarray:
+    """Float results back to the stack's dtype: rounded and clipped to the integer range."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+    return x.astype(dtype)

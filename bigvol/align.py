@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 
 from ._stack import as_stack as _as_stack
+from ._stack import cast_to as _cast
 from .errors import InputError
 
 __all__ = ["estimate_shifts", "apply_shifts", "DETREND"]
@@ -195,14 +196,6 @@ def _shift_block(block, dy, dx, *, order, mode, cval, halo, max_shift):
         )
         out[i] = _cast(moved, block.dtype)
     return out
-
-
-def _cast(x: np.ndarray, dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
 
 
 def apply_shifts(

@@ -36,6 +36,7 @@ import dask.array as da
 import numpy as np
 
 from ._stack import as_stack as _as_stack
+from ._stack import cast_to as _cast
 from .errors import InputError
 
 __all__ = ["destripe", "column_offsets", "METHODS"]
@@ -127,14 +128,6 @@ def _wavelet_fft(img: np.ndarray, *, wavelet: str, level: int | None, sigma: flo
         f *= (1.0 - np.exp(-(k**2) / (2.0 * sigma**2)))[:, None]
         out.append((ch, np.fft.irfft(f, n=cv.shape[0], axis=0), cd))
     return pywt.waverec2(out, w)[:ny, :nx]
-
-
-def _cast(x: np.ndarray, dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
 
 
 def _destripe_block(block: np.ndarray, *, method, strength, classes, iterations, max_width,
