@@ -83,6 +83,8 @@ class SegmentConfig(_Section):
     tile: int | None = None
     overlap: int | None = None
     device: str = "auto"
+    #: bfloat16/float16 autocast; None = on for CUDA, off on the CPU (see predict's ``amp``)
+    amp: bool | None = None
     probabilities: bool = False
     baseline: bool = True
 

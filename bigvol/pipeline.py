@@ -286,7 +286,7 @@ class Pipeline:
             stack = self.run.read("normalized")
             if seg.method == "segnet":
                 model = segment.Model.load(self.model_path)
-                kw = dict(tile=seg.tile, overlap=seg.overlap, device=seg.device)
+                kw = dict(tile=seg.tile, overlap=seg.overlap, device=seg.device, amp=seg.amp)
                 if seg.probabilities:
                     probs = segment.predict(stack, model, probabilities=True, **kw)
                     cz = self.cfg.compute.chunks

@@ -42,11 +42,12 @@ def test_tiled_matches_whole_slices(data, model):
     assert (tiled == whole).mean() >= 0.999
 
 
+@pytest.mark.parametrize("blocks", ["auto", "chunks"])
 @pytest.mark.parametrize("chunks", [(6, 96, 112), (2, 37, 45), (1, 96, 112), (1, 20, 30), (4, 96, 13)])
-def test_result_does_not_depend_on_chunking(data, model, chunks):
+def test_result_does_not_depend_on_chunking(data, model, chunks, blocks):
     img, _ = data
     ref = bv.segment.predict(da.from_array(img, chunks=img.shape), model, tile=64, overlap=16).compute()
-    out = bv.segment.predict(da.from_array(img, chunks=chunks), model, tile=64, overlap=16)
+    out = bv.segment.predict(da.from_array(img, chunks=chunks), model, tile=64, overlap=16, blocks=blocks)
     assert out.chunks == da.from_array(img, chunks=chunks).chunks
     assert np.array_equal(out.compute(), ref)
 
@@ -70,9 +71,10 @@ def test_k3_uses_the_neighbouring_slices(data, model3):
     img, _ = data
     whole = whole_slices(img, model3)  # neighbours of the end slices: the nearest slice
     for chunks in [(1, 96, 112), (4, 50, 112)]:
-        # one tile per slice: the tiled result is the whole-slice result exactly
-        out = bv.segment.predict(da.from_array(img, chunks=chunks), model3, tile=128).compute()
-        assert np.array_equal(out, whole)
+        for blocks in ("auto", "chunks"):
+            # one tile per slice: the tiled result is the whole-slice result exactly
+            out = bv.segment.predict(da.from_array(img, chunks=chunks), model3, tile=128, blocks=blocks).compute()
+            assert np.array_equal(out, whole)
     # a different neighbour changes the answer: the network does read slices z-1 and z+1
     other = img.copy()
     other[2] = other[2][::-1]
@@ -80,8 +82,7 @@ def test_k3_uses_the_neighbouring_slices(data, model3):
     assert not np.array_equal(changed[3], whole[3])
 
 
-def test_one_task_per_block(data, model, monkeypatch):
-    img, _ = data
+def _count_blocks(monkeypatch):
     calls = []
     real = infer._segment_block
 
@@ -90,9 +91,32 @@ def test_one_task_per_block(data, model, monkeypatch):
         return real(block, *a, **kw)
 
     monkeypatch.setattr(infer, "_segment_block", counting)
+    return calls
+
+
+def test_one_task_per_block(data, model, monkeypatch):
+    img, _ = data
+    calls = _count_blocks(monkeypatch)
     x = da.from_array(img, chunks=(2, 48, 56))
-    bv.segment.predict(x, model, tile=32, overlap=8).compute()
+    bv.segment.predict(x, model, tile=32, overlap=8, blocks="chunks").compute()
     assert len(calls) == x.npartitions == 12
+
+
+def test_whole_slice_tasks_compute_each_tile_once(data, model, monkeypatch):
+    # xy chunks smaller than the slice: one task per group of whole slices, no xy halo
+    img, _ = data
+    calls = _count_blocks(monkeypatch)
+    x = da.from_array(img, chunks=(2, 48, 56))
+    out = bv.segment.predict(x, model, tile=32, overlap=8)
+    assert out.chunks == x.chunks
+    out.compute()
+    assert sorted(calls) == [(2, 96, 112)] * 3
+    monkeypatch.setattr(infer, "_SLICES_PER_TASK", 1)
+    calls.clear()
+    bv.segment.predict(x, model, tile=32, overlap=8).compute()
+    assert sorted(calls) == [(1, 96, 112)] * 6
+    with pytest.raises(ConfigError, match="blocks"):
+        bv.segment.predict(x, model, blocks="slice")
 
 
 def test_saved_model_by_path(data, model, tmp_path):
