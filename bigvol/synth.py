@@ -87,8 +87,10 @@ BSE rendering (the image), gray values as fractions of the dtype's range
 
 Slice drift (``xy_drift_px = s``): the random walk ``s(0) = 0``, ``s(z) = s(z-1) +
 N(0, s^2 I)`` (:func:`true_shifts`) moves the content of slice ``z`` by ``s(z)``: truth and
-image are rendered at ``(y - sy(z), x - sx(z))``. Shine-through reads each slice behind at
-its own drift (an error of about ``s sqrt(d)`` px, below the shine blur).
+image are rendered at ``(y - sy(z), x - sx(z))``. Shine-through sees the slices behind in
+the imaged slice's frame: slice ``z + d`` is moved by ``s(z) - s(z + d)`` (whole pixels for
+the first-solid depth map, bilinear for the blurred layers), so the whole image of slice
+``z`` moves with ``s(z)``; the xy halo grows by the largest such difference.
 
 Halos, derived from the parameters: ``D`` slices in +z when shine-through is on; in (y, x)
 ``max(r_shine, r_edge) + r_psf`` with ``r = int(3 sigma + 0.5)`` (scipy's Gaussian radius).
@@ -834,7 +836,13 @@ def _render_block(prm: _Params, P: _Particles, gain, offset, zr, yr, xr):
     """One output block: ``(2, z, y, x)`` of the output dtype, [image, truth]."""
     (z0, z1), (y0, y1), (x0, x1) = zr, yr, xr
     D = prm.depth_slices
-    h = prm.halo_xy
+    # The slices behind a pore are seen in the imaged slice's frame: slice k + d is moved by
+    # t = s(k) - s(k + d) (the drift between them), so the region holds |t| more pixels.
+    sh = _shifts_at(prm, np.arange(z0, z1 + D)) if D else np.zeros((1, 2))
+    m = 0
+    if D and np.any(sh):
+        m = int(math.ceil(max(np.abs(sh[k + 1 : k + D + 1] - sh[k]).max() for k in range(z1 - z0))))
+    h = prm.halo_xy + m
     truth, render = _geometry(prm, P, z0, z1 + D, y0 - h, y1 + h, x0 - h, x1 + h)
     nz, ny, nx = z1 - z0, y1 - y0, x1 - x0
     dt = np.dtype(prm.dtype)
@@ -844,16 +852,6 @@ def _render_block(prm: _Params, P: _Particles, gain, offset, zr, yr, xr):
     vz = prm.voxel_size[0]
     lam = prm.shine_depth_nm
     pore = truth == 0
-    # depth (in slices) of the first solid voxel behind each voxel, 0 = beyond D
-    depth = np.zeros(truth.shape, np.int16)
-    if D:
-        for k in range(truth.shape[0] - 2, -1, -1):
-            nxt = depth[k + 1]
-            d = np.where(nxt > 0, nxt + 1, 0).astype(np.int16)
-            d[d > D] = 0
-            d[~pore[k + 1]] = 1
-            d[~pore[k]] = 0  # only pore voxels shine through
-            depth[k] = d
     bins = prm.shine_bins if D else []
     blurred = {}  # (bin, slice) -> blurred clean render of that slice
 
@@ -862,6 +860,31 @@ def _render_block(prm: _Params, P: _Particles, gain, offset, zr, yr, xr):
         if key not in blurred:
             blurred[key] = _gauss2d(render[s], bins[b][2])
         return blurred[key]
+
+    drifting = bool(D and np.any(sh))
+    if D and not drifting:  # one backward recursion for all slices
+        depth = np.zeros(truth.shape, np.int16)
+        for k in range(truth.shape[0] - 2, -1, -1):
+            nxt = depth[k + 1]
+            d = np.where(nxt > 0, nxt + 1, 0).astype(np.int16)
+            d[d > D] = 0
+            d[~pore[k + 1]] = 1
+            d[~pore[k]] = 0  # only pore voxels shine through
+            depth[k] = d
+
+    def depth_map(k):
+        """Depth (slices) of the first solid voxel behind each pore voxel of slice k, in
+        slice k's frame (integer-rounded drift), 0 = none within D or not a pore."""
+        if not drifting:
+            return depth[k]
+        dm = np.zeros(pore.shape[1:], np.int16)
+        todo = pore[k].copy()
+        for d in range(1, D + 1):
+            solid = ~_translate_int(pore[k + d], sh[k] - sh[k + d], fill=True)
+            hit = todo & solid
+            dm[hit] = d
+            todo &= ~hit
+        return dm
 
     curt = None
     if prm.curtaining > 0:
@@ -876,17 +899,18 @@ def _render_block(prm: _Params, P: _Particles, gain, offset, zr, yr, xr):
         img = render[k].copy()
         pk = pore[k]
         if D:
-            flat = np.flatnonzero(depth[k])  # pore voxels with solid within D slices
+            dk = depth_map(k)
+            flat = np.flatnonzero(dk)  # pore voxels with solid within D slices
             if len(flat):
-                dd = depth[k].ravel()[flat]
+                dd = dk.ravel()[flat]
                 imf = img.reshape(-1)
                 for b, (lo, hi, _s) in enumerate(bins):
                     for d in range(lo, hi + 1):
                         sel = flat[dd == d]
                         if len(sel):
                             att = np.float32(prm.shine_amplitude * math.exp(-d * vz / lam))
-                            v = layer(b, k + d).reshape(-1)[sel] - np.float32(I_PORE - wall)
-                            imf[sel] = np.float32(I_PORE) + att * v
+                            v = _sample_shifted(layer(b, k + d), sel, sh[k] - sh[k + d])
+                            imf[sel] = np.float32(I_PORE) + att * (v - np.float32(I_PORE - wall))
             for key in [key for key in blurred if key[1] <= k + 1]:
                 del blurred[key]
         if prm.edge_brightening and prm.edge_amplitude > 0:
@@ -911,6 +935,40 @@ def _render_block(prm: _Params, P: _Particles, gain, offset, zr, yr, xr):
         np.clip(img, 0, maxval, out=img)
         out[0, k] = img.astype(dt)
     return out
+
+
+def _translate_int(a: np.ndarray, t, fill) -> np.ndarray:
+    """``out[y, x] = a[y - ty, x - tx]`` with ``t`` rounded to whole pixels; ``fill`` outside."""
+    ty, tx = (int(round(float(v))) for v in t)
+    if ty == 0 and tx == 0:
+        return a
+    out = np.full_like(a, fill)
+    H, W = a.shape
+    ys, yd = (slice(0, H - ty), slice(ty, H)) if ty >= 0 else (slice(-ty, H), slice(0, H + ty))
+    xs, xd = (slice(0, W - tx), slice(tx, W)) if tx >= 0 else (slice(-tx, W), slice(0, W + tx))
+    out[yd, xd] = a[ys, xs]
+    return out
+
+
+def _sample_shifted(img: np.ndarray, flat: np.ndarray, t) -> np.ndarray:
+    """Values at the flat indices ``flat`` of ``img`` translated by ``t = (ty, tx)`` pixels:
+    ``img(y - ty, x - tx)``, bilinear (the layers are blurred by the shine PSF, so linear
+    interpolation is accurate), clamped at the region's edge (the halo covers ``|t|``)."""
+    ty, tx = float(t[0]), float(t[1])
+    H, W = img.shape
+    y, x = np.divmod(flat, W)
+    if ty == 0 and tx == 0:
+        return img.reshape(-1)[flat]
+    py, px = -ty, -tx
+    iy, ix = math.floor(py), math.floor(px)
+    wy, wx = np.float32(py - iy), np.float32(px - ix)
+    y0 = np.clip(y + iy, 0, H - 1)
+    y1 = np.clip(y + iy + 1, 0, H - 1)
+    x0 = np.clip(x + ix, 0, W - 1)
+    x1 = np.clip(x + ix + 1, 0, W - 1)
+    top = (1 - wx) * img[y0, x0] + wx * img[y0, x1]
+    bot = (1 - wx) * img[y1, x0] + wx * img[y1, x1]
+    return (1 - wy) * top + wy * bot
 
 
 def _add_noise(prm: _Params, img, z, y0, x0):

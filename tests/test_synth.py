@@ -194,6 +194,26 @@ def test_xy_drift_matches_true_shifts():
     np.testing.assert_array_equal(synth.true_shifts((10, 1, 1), seed=6, xy_drift_px=0), 0)
 
 
+def test_drifted_image_is_the_drift_free_image_moved_shine_through_included(monkeypatch):
+    # Whole-pixel drift: every effect but the detector-fixed ones (noise, curtaining) moves
+    # with the slice, so the drifted image is the drift-free one translated by s(z) --
+    # including what shines through from the slices behind, seen in the imaged slice's frame.
+    walk = np.array([[0, 0], [1, -2], [3, -1], [2, 2], [-1, 3], [0, 0], [2, -3], [4, 1],
+                     [1, 1], [-2, 0], [0, 2], [3, 3]], float)
+    monkeypatch.setattr(synth, "_shifts", lambda nz, seed, s: walk[:nz] if s > 0 else np.zeros((nz, 2)))
+    kw = dict(seed=3, noise=False, curtaining=0.0, **SMALL)
+    shape, m = (12, 64, 72), 6
+    img0, tr0 = compute(shape, chunks=(5, 32, 40), **kw)
+    img, tr = compute(shape, chunks=(4, 64, 72), xy_drift_px=1.0, **kw)
+    assert synth.phantom(shape, **kw)[0] is not None and (img0 != img).any()
+    for k, (dy, dx) in enumerate(walk.astype(int)):
+        a = img[k, m + dy:shape[1] - m + dy, m + dx:shape[2] - m + dx]
+        b = img0[k, m:shape[1] - m, m:shape[2] - m]
+        np.testing.assert_array_equal(tr[k, m + dy:shape[1] - m + dy, m + dx:shape[2] - m + dx],
+                                      tr0[k, m:shape[1] - m, m:shape[2] - m])
+        np.testing.assert_array_equal(a, b, err_msg=f"slice {k}")
+
+
 def test_uint16_matches_uint8():
     i8, t8 = compute((8, 64, 64), seed=1, **SMALL)
     i16, t16 = compute((8, 64, 64), seed=1, **SMALL, dtype="uint16")
