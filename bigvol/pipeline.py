@@ -23,6 +23,7 @@ one that decides what to compute and when (with the scheduler chosen by
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -563,8 +564,10 @@ def run(config, *, overrides: dict | None = None, progress: bool = True) -> Path
         except PermissionError as e:
             raise InputError(f"cannot write {e.filename}: permission denied (is the output folder read-only?)") from None
         except OSError as e:
-            if e.errno == 28:  # ENOSPC
+            if e.errno == errno.ENOSPC:
                 raise InputError(f"disk full while writing {e.filename or cfg.run}") from None
+            if e.errno == errno.EROFS:
+                raise InputError(f"cannot write {e.filename or cfg.run}: the file system is read-only") from None
             raise
     return Path(cfg.run)
 

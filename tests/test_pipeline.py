@@ -217,6 +217,63 @@ def test_read_only_output_folder(tmp_path, capsys):
         ro.chmod(0o755)
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 16 MiB file system (tmpfs) to fill up and to remount read-only."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_and_read_only_file_system_keep_completed_stages(small_fs, tmp_path, capsys):
+    path = small_fs / "r.zarr"
+    assert main(["run", _write_yaml(_cfg(path), tmp_path), "--quiet"]) == 0
+    done, arrays = Run.open(path).stages, _arrays(path)
+    capsys.readouterr()
+    # the pore thickness is new work for the analyze stage only
+    more = _write_yaml(_cfg(path, analyze={"thickness_phases": [1, 0]}), tmp_path)
+
+    def unchanged():
+        after = Run.open(path).stages
+        for stage in ("input", "normalize", "segment", "evaluate"):
+            assert after[stage] == done[stage]
+        r = Run.open(path)
+        for name in ("raw", "truth", "normalized", "segmentation", "threshold"):
+            np.testing.assert_array_equal(r.zarr_array(name)[...], arrays[name])
+
+    # disk full: a real ENOSPC from the file system
+    fd = os.open(small_fs / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        assert e.errno == 28
+    finally:
+        os.close(fd)
+    assert main(["run", more, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full" in err and "Traceback" not in err and err.strip().count("\n") == 0
+    unchanged()
+    # a read-only file system stops root too
+    (small_fs / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    assert main(["run", more, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "read-only" in err and "Traceback" not in err and err.strip().count("\n") == 0
+    unchanged()
+    # space back, writable again: the run completes from where it stopped
+    subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    assert main(["run", more, "--quiet"]) == 0
+    unchanged()
+    assert "thickness/pore" in Run.open(path)
+
+
 def test_failed_stage_keeps_completed_stages(reference, tmp_path):
     """A run whose segment stage fails (bad model path) keeps the stages done before it."""
     path = tmp_path / "keep.zarr"
