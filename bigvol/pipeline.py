@@ -40,6 +40,15 @@ from .errors import ConfigError, InputError
 from .store import Run, fingerprint
 
 log = logging.getLogger(__name__)
+runlog = logging.getLogger("bigvol.runlog")
+runlog.setLevel(logging.INFO)
+runlog.propagate = False
+
+
+def _note(msg, *args):
+    """A line for the run log (INFO), also on the console with ``-v``."""
+    runlog.info(msg, *args)
+    log.info(msg, *args)
 
 STAGES = ("input", "normalize", "train", "segment", "evaluate", "analyze", "report")
 
@@ -123,13 +132,15 @@ class Pipeline:
         self.fps[name] = fp
         rec = self.run.stage(name)
         if rec and rec.get("fingerprint") == fp and all(self.run.is_complete(o) for o in outputs):
-            log.info("stage %s: up to date, skipped", name)
+            _note("stage %s: up to date, skipped", name)
             self.skipped.append(name)
             return rec
         t0 = time.perf_counter()
+        _note("stage %s: started (fingerprint %s)", name, fp[:12])
         with self._progress(f"{name} ..."):
             extra = body(fp) or {}
         seconds = time.perf_counter() - t0
+        _note("stage %s: done in %.1f s", name, seconds)
         self.timings[name] = seconds
         self.ran.append(name)
         return self.run.record_stage(
@@ -392,15 +403,49 @@ class Pipeline:
         return self.paths["report"]
 
     def run_all(self):
-        self.stage_input()
-        self.stage_normalize()
-        self.stage_train()
-        self.stage_segment()
-        self.stage_evaluate()
-        self.stage_analyze()
-        metrics = self.write_metrics()
-        self.stage_report(metrics)
+        with self._run_log():
+            self.stage_input()
+            self.stage_normalize()
+            self.stage_train()
+            self.stage_segment()
+            self.stage_evaluate()
+            self.stage_analyze()
+            metrics = self.write_metrics()
+            self.stage_report(metrics)
         return metrics
+
+    @contextmanager
+    def _run_log(self):
+        """Append this run's log (stages started, skipped, done with seconds, failures, the
+        config, the scheduler) to ``X.log`` beside the run store ``X.zarr`` (a file inside
+        the Zarr group would be reported by zarr as a foreign object on every listing)."""
+        handler = logging.FileHandler(self.paths["log"], encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # the run's own lines (INFO) go to the file only; bigvol's warnings go there too
+        # and still reach the console as usual
+        loggers = (runlog, logging.getLogger("bigvol"))
+        for lg in loggers:
+            lg.addHandler(handler)
+        t0 = time.perf_counter()
+        try:
+            _note("bigvol %s: run started, config %s", __version__,
+                  json.dumps(self.cfg.model_dump(mode="json"), sort_keys=True))
+            try:
+                from distributed import default_client
+
+                _note("scheduler: dask distributed, dashboard %s", default_client().dashboard_link)
+            except (ImportError, ValueError):
+                _note("scheduler: %s", self.cfg.compute.scheduler)
+            yield
+            _note("run finished in %.1f s (ran: %s; up to date: %s)", time.perf_counter() - t0,
+                  ", ".join(self.ran) or "-", ", ".join(self.skipped) or "-")
+        except BaseException as e:
+            runlog.error("run failed after %.1f s: %s: %s", time.perf_counter() - t0, type(e).__name__, e)
+            raise
+        finally:
+            for lg in loggers:
+                lg.removeHandler(handler)
+            handler.close()
 
 
 def _phantom_default_voxel_size():

@@ -286,6 +286,13 @@ def test_failed_stage_keeps_completed_stages(reference, tmp_path):
     for stage in ("input", "normalize"):
         assert after[stage] == done[stage]
     np.testing.assert_array_equal(Run.open(path).zarr_array("raw")[...], reference[1]["raw"])
+    # the run log beside the store tells both runs: stages done, then skipped, then the failure
+    lines = output_paths(path)["log"].read_text().splitlines()
+    assert sum("run started" in x for x in lines) == 2
+    for stage in ("input", "normalize", "segment", "evaluate", "analyze"):
+        assert any(f"stage {stage}: done in" in x for x in lines)
+    assert any("stage input: up to date, skipped" in x for x in lines)
+    assert "run failed" in lines[-1] and "no model" in lines[-1]
 
 
 def test_bigvol_demo_runs_the_whole_method_at_a_tiny_size(tmp_path, capsys):
