@@ -8,7 +8,10 @@ depend on them), it times in the same run:
 - **bigvol**: ``bigvol.segment.predict`` on the same stack read from a Zarr store (tiles of
   256 px, Dask threads), float32 and with bfloat16 autocast (``amp=True``);
 - the **tile-overlap overhead**: predict time with overlap 32 / 64 (default) / 128 over
-  the time without overlap, and the ratio of tiled pixels to image pixels.
+  the time without overlap, and the ratio of tiled pixels to image pixels;
+- **whole-slice tasks**: the same stack stored in 256 x 256 xy chunks, predicted per chunk
+  with a halo (``blocks="chunks"``, tiles on chunk edges run twice) and per group of whole
+  slices (``blocks="auto"``, the default).
 
 It prints MPx/s, ratios and the peak RSS. Usage::
 
@@ -86,11 +89,11 @@ def main(argv=None) -> int:
             whole_slices(img, model)
             t_peer = min(t_peer, time.perf_counter() - t0)
 
-        def timed(**kw):
+        def timed(x=stack, **kw):
             with dask.config.set(scheduler="threads", num_workers=cores):
-                seg.predict(stack[:1, :256, :256], model, tile=args.tile, **kw).compute()  # warm-up
+                seg.predict(x[:1, :256, :256], model, tile=args.tile, **kw).compute()  # warm-up
                 t0 = time.perf_counter()
-                seg.predict(stack, model, tile=args.tile, **kw).compute()
+                seg.predict(x, model, tile=args.tile, **kw).compute()
                 return time.perf_counter() - t0
 
         t_fp32 = timed()
@@ -112,6 +115,12 @@ def main(argv=None) -> int:
                 t = t_fp32 if ov == args.tile // 4 else timed(overlap=ov)
                 print(f"    overlap {ov:3d}: {t / t0v:.2f} ({t:.1f} s); {tiled_pixels(Y, X, args.tile, ov):.2f}; "
                       f"{tiled_pixels(2000, 3000, args.tile, ov):.2f}")
+            run.write("raw_xy256", img, chunks=(1, 256, 256))
+            small = run.read("raw_xy256")
+            t_chunks = timed(small, blocks="chunks")
+            t_slices = timed(small)
+            print(f"  stored in (1, 256, 256) chunks: per chunk + halo {npx / t_chunks / 1e6:7.3f} MPx/s, "
+                  f"whole-slice tasks (default) {npx / t_slices / 1e6:7.3f} MPx/s, ratio {t_chunks / t_slices:.2f}")
     print(f"\npeak RSS {peak_rss_gib():.2f} GiB")
     return 0
 
