@@ -15,8 +15,10 @@ Everything is lazy and streams: the per-slice histograms are one reduction over 
 (a slice may span many xy chunks, a chunk may hold many slices) into a small
 ``(n_slices, n_bins)`` table; the LUTs are computed per block of slices from that table and
 applied chunk by chunk. The input is read twice (once for the histograms, once for the
-mapping), so no chunk is held in memory while the histograms are being gathered: peak memory
-depends on the chunk size, not on the volume size.
+mapping), so no chunk is held in memory while the histograms are being gathered -- or, when
+no smoothing is asked for, once: a task per z-row of chunks maps whole slices, which need
+only their own histogram and the reference's. Peak memory depends on the chunk size, not on
+the volume size.
 
 Only unsigned integer images are accepted (uint8: 256 bins, uint16: 65536 exact bins).
 """
@@ -387,6 +389,7 @@ def match_histograms(
     percentiles: Sequence[float] = (1, 99),
     smooth: int | None = None,
     histograms=None,
+    passes: int | str = "auto",
 ) -> da.Array:
     """Normalize the brightness and contrast of every slice onto a reference slice.
 
@@ -424,12 +427,21 @@ def match_histograms(
         not get an odd mapping. Edges repeat the first / last slice. ``None`` = off.
     histograms : array-like, optional
         The result of :func:`slice_histograms` on ``stack`` if already computed.
+    passes : {"auto", 1, 2}
+        How often the input is read. ``2``: the histogram pass over every chunk, then the
+        mapping pass (memory: a few chunks). ``1``: the reference slices' histogram first
+        (the chunks that hold them), then one task per z-row of chunks gathers whole
+        slices, takes their histograms, builds their LUTs and maps them (memory: a few
+        z-rows of chunks) -- the input is decoded once instead of twice. ``"auto"``: one
+        pass when no smoothing (which needs the neighbours' histograms) or precomputed
+        histograms are asked for and a z-row of chunks holds at most 256 MiB, else two.
+        The result is the same.
 
     Returns
     -------
     dask.array.Array
-        Same shape, chunks and dtype as ``stack``; lazy. Computing it reads ``stack`` twice
-        (the histogram pass and the mapping pass); memory stays bounded by the chunk size.
+        Same shape, chunks and dtype as ``stack``; lazy. Memory stays bounded by the chunk
+        size (see ``passes``), not the volume size.
 
     References
     ----------
@@ -446,6 +458,14 @@ def match_histograms(
            [20, 30]], dtype=uint8)
     """
     stack = _as_stack(stack)
+    if passes not in ("auto", 1, 2):
+        raise InputError(f"passes must be 'auto', 1 or 2, got {passes!r}")
+    row_bytes = max(stack.chunks[0]) * stack.shape[1] * stack.shape[2] * stack.dtype.itemsize
+    if passes == 1 or (passes == "auto" and smooth is None and histograms is None
+                       and row_bytes <= _ONE_PASS_ROW_BYTES):
+        if smooth is not None or histograms is not None:
+            raise InputError("passes=1 takes no smooth= or histograms= (they need every slice's histogram first)")
+        return _match_one_pass(stack, reference, method, percentiles)
     luts = lookup_tables(
         stack, reference=reference, method=method, percentiles=percentiles, smooth=smooth,
         histograms=histograms,
@@ -453,6 +473,38 @@ def match_histograms(
     # The mapping pass reads a clone of the input (new task keys): otherwise the scheduler
     # would keep every chunk read by the histogram pass in memory until the LUTs exist.
     return apply_lookup_tables(clone(stack, assume_layers=False), luts)
+
+
+#: ``passes="auto"`` reads the input once when a z-row of chunks (whole slices) fits this.
+_ONE_PASS_ROW_BYTES = 256 * 2**20
+
+
+def _one_pass_block(block: np.ndarray, ref: np.ndarray, *, method: str, qs, dtype) -> np.ndarray:
+    """Whole slices: their histograms, their LUTs onto the reference, the mapped slices."""
+    hist = _block_hist(block, ref.shape[-1])[:, 0, 0, :]
+    if method == "histogram":
+        luts = _luts_histogram_block(hist, ref, dtype)
+    else:
+        ref_params = _percentile_params_block(ref[None], qs)[0]
+        luts = _luts_percentile_block(_percentile_params_block(hist, qs), ref_params, dtype)
+    return _apply_block(block, luts)
+
+
+def _match_one_pass(stack: da.Array, reference, method: str, percentiles) -> da.Array:
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    qs = _check_percentiles(percentiles) if method == "percentile" else None
+    start, stop = _reference_range(reference, stack.shape[0])
+    # The reference histogram reads the chunks that hold the reference slices; the mapping
+    # tasks of those z-rows reuse the same chunk reads (same keys), nothing is decoded twice.
+    ref = slice_histograms(stack[start:stop]).sum(axis=0, dtype=np.int64).rechunk(-1)
+    rows = stack.rechunk({1: -1, 2: -1})
+    out = da.blockwise(
+        partial(_one_pass_block, method=method, qs=qs, dtype=stack.dtype), "zyx",
+        rows, "zyx", ref, "b", dtype=stack.dtype, concatenate=True,
+        meta=np.empty((0, 0, 0), stack.dtype),
+    )
+    return out.rechunk(stack.chunks)
 
 
 # -- statistics for the report --------------------------------------------------------------

@@ -43,13 +43,26 @@ def _sk_reference(stack, ref):
     )
 
 
+@pytest.mark.parametrize("passes", [1, 2])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("chunks", CHUNKINGS)
-def test_histogram_matching_equals_skimage_per_slice(dtype, chunks):
+def test_histogram_matching_equals_skimage_per_slice(dtype, chunks, passes):
     s, _ = _drift_stack(dtype)
-    out = N.match_histograms(da.from_array(s, chunks=chunks)).compute()
+    out = N.match_histograms(da.from_array(s, chunks=chunks), passes=passes)
+    assert out.chunks == da.from_array(s, chunks=chunks).chunks
+    out = out.compute()
     assert out.dtype == s.dtype
     np.testing.assert_array_equal(out, _sk_reference(s, s[s.shape[0] // 2]))
+
+
+@pytest.mark.parametrize("reference", [None, 0, -2, (2, 6)])
+def test_one_pass_equals_two_passes_for_the_percentile_method(reference):
+    s, _ = _drift_stack(np.uint16, seed=4)
+    x = da.from_array(s, chunks=(3, 10, 7))
+    one = N.match_histograms(x, method="percentile", reference=reference, passes=1).compute()
+    two = N.match_histograms(x, method="percentile", reference=reference, passes=2).compute()
+    np.testing.assert_array_equal(one, two)
+    assert (one != s).any()
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -72,7 +85,8 @@ def test_full_uint16_range_is_exact():
     np.testing.assert_array_equal(out, _sk_reference(s, s[0]))
 
 
-def test_zarr_input_is_read_twice_and_never_modified(tmp_path):
+@pytest.mark.parametrize("passes", [1, 2])
+def test_zarr_input_is_read_once_or_twice_and_never_modified(tmp_path, passes):
     s, _ = _drift_stack(np.uint8)
     z = zarr.create_array(tmp_path / "raw.zarr", shape=s.shape, chunks=(2, 12, 10), dtype=s.dtype)
     z[:] = s
@@ -86,10 +100,11 @@ def test_zarr_input_is_read_twice_and_never_modified(tmp_path):
         return block
 
     x = da.from_zarr(z).map_blocks(count, dtype=s.dtype)
-    out = N.match_histograms(x, method="histogram").compute()
+    out = N.match_histograms(x, method="histogram", passes=passes).compute()
     np.testing.assert_array_equal(out, _sk_reference(s, s[s.shape[0] // 2]))
-    # One histogram pass and one mapping pass over the input chunks, no re-runs.
-    assert len(calls) == 2 * x.npartitions
+    # passes=2: one histogram pass and one mapping pass over the input chunks; passes=1:
+    # every chunk once (the reference's chunks are shared by both uses); no re-runs.
+    assert len(calls) == passes * x.npartitions
     np.testing.assert_array_equal(z[:], s)
 
 
@@ -219,6 +234,12 @@ def test_bad_input_errors():
         N.match_histograms(x, method="percentile", percentiles=(99, 1))
     with pytest.raises(InputError, match="smooth must be an odd"):
         N.match_histograms(x, smooth=4)
+    with pytest.raises(InputError, match="passes must be"):
+        N.match_histograms(x, passes=3)
+    with pytest.raises(InputError, match="passes=1 takes no smooth"):
+        N.match_histograms(x, smooth=3, passes=1)
+    with pytest.raises(InputError, match="reference slice 5 is outside"):
+        N.match_histograms(x, reference=5, passes=1)
 
 
 # -- on the phantom ---------------------------------------------------------------------------
