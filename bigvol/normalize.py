@@ -32,6 +32,7 @@ import dask.array as da
 import numpy as np
 from dask.graph_manipulation import clone
 
+from ._stack import as_stack
 from .errors import InputError
 
 __all__ = [
@@ -51,19 +52,13 @@ _NBINS = {np.dtype(np.uint8): 256, np.dtype(np.uint16): 65536}
 
 # -- input checks ---------------------------------------------------------------------------
 def _as_stack(stack, name: str = "stack") -> da.Array:
-    if not isinstance(stack, da.Array):
-        arr = np.asarray(stack)
-        stack = da.from_array(arr, chunks=(1,) + arr.shape[1:]) if arr.ndim == 3 else arr
-    if stack.ndim != 3:
-        raise InputError(f"{name} must be a 3-D (z, y, x) image stack, got shape {stack.shape}")
+    stack = as_stack(stack, name)  # 3-D, numbers, not empty
     if stack.dtype not in _NBINS:
         raise InputError(
             f"{name} has dtype {stack.dtype}; normalization needs an unsigned integer image "
             "(uint8 or uint16) so that every gray level has an exact histogram bin; "
             "rescale float images to uint16 first"
         )
-    if 0 in stack.shape:
-        raise InputError(f"{name} is empty (shape {stack.shape})")
     return stack
 
 
