@@ -47,6 +47,19 @@ def test_same_seed_same_model_other_seed_other_model(data):
     assert a.digest == b.digest != c.digest
 
 
+def test_class_weights_balanced_sqrt_and_unknown(data):
+    img, truth = data
+    opts = dict(epochs=1, steps_per_epoch=1, validation=None, **TINY)
+    counts = np.bincount(truth[[1, 6]].ravel(), minlength=3).astype(float)
+    balanced = counts.sum() / (3 * counts)
+    a = bv.segment.train(img[[1, 6]], truth[[1, 6]], class_weights="balanced", **opts)
+    b = bv.segment.train(img[[1, 6]], truth[[1, 6]], class_weights="sqrt", **opts)
+    np.testing.assert_allclose(a.record["class_loss_weights"], balanced)
+    np.testing.assert_allclose(b.record["class_loss_weights"], np.sqrt(balanced))
+    with pytest.raises(ConfigError, match="class_weights.*'sqrt'.*'inverse'"):
+        bv.segment.train(img[[1, 6]], truth[[1, 6]], class_weights="inverse", **opts)
+
+
 def test_sparse_scribbles_are_enough(data):
     img, truth = data
     rng = np.random.default_rng(1)
