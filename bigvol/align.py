@@ -99,6 +99,10 @@ def estimate_shifts(
         The image stack. Only the central crop is read.
     crop : int or None
         Side of the central square used for registration, in pixels (None = whole slice).
+        Wider is more accurate where slices are thick against the structure: on the
+        phantom with 50 nm slices and a 1 px random-walk drift, RMS error 0.46-1.01 px with
+        512 px, 0.25-0.58 with 1024 px, 0.18-0.40 with 2048 px (three seeds each); use
+        ``crop=None`` or >= 2048 on 50 nm data, the default 512 suits 10 nm slices.
     downsample : int
         Block-averaging factor before registration (shifts are scaled back to pixels).
     upsample_factor : int
