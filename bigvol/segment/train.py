@@ -458,13 +458,15 @@ def train(
             cw = np.sqrt(cw)
         cw = np.clip(cw, 0.05, 50.0)
     elif isinstance(class_weights, str):
-        raise ConfigError(f"class_weights must be 'balanced', 'sqrt', None or {n_classes} numbers, got {class_weights!r}")
+        raise ConfigError(f"class_weights must be 'balanced', 'sqrt', None or {n_classes} "
+                          f"numbers, got {class_weights!r}")
     elif class_weights is None:
         cw = np.ones(n_classes)
     else:
         cw = np.asarray(class_weights, dtype=np.float64)
         if cw.shape != (n_classes,) or (cw < 0).any():
-            raise ConfigError(f"class_weights must be 'balanced', 'sqrt', None or {n_classes} non-negative numbers")
+            raise ConfigError(f"class_weights must be 'balanced', 'sqrt', None or {n_classes} "
+                              "non-negative numbers")
 
     # ---- torch setup ----------------------------------------------------------------------
     rng = np.random.default_rng(seed)
