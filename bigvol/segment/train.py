@@ -282,8 +282,8 @@ def train(
     over labelled pixels only (label 255 = unlabelled is ignored, so sparse scribbles
     work; ``class_weights="balanced"`` drops the square root), with AdamW and a one-cycle
     (or cosine) learning-rate schedule. After every epoch the pixel accuracy on held-out
-    validation pixels is measured; training stops early
-    when it has not improved for ``patience`` epochs, and the best epoch's weights are kept.
+    validation pixels is measured; training stops early when it has not improved for
+    ``patience`` epochs, and the best epoch's weights are kept.
 
     Parameters
     ----------
