@@ -326,7 +326,8 @@ def _add_train(sub) -> None:
     p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
     p.add_argument("--out", default=None,
                    help="model file to write (default <run>.model beside the store)")
-    p.add_argument("--k", type=int, default=1, help="adjacent slices as input (odd; default 1)")
+    p.add_argument("--k", type=int, default=None,
+                   help="adjacent slices as input (odd; default 1, or the --init model's)")
     p.add_argument("--preset", default="slim", choices=("slim", "paper", "tiny"))
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--steps-per-epoch", type=int, default=50)
@@ -336,6 +337,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune this model file (after painting corrections, or on a new volume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -361,13 +364,13 @@ def _cmd_train(args) -> int:
         "array": name, "labels": args.labels, "slices": args.slices, "k": args.k,
         "preset": args.preset, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
         "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "time_limit": args.time_limit,
+        "time_limit": args.time_limit, "init": args.init,
     }
     model = train(
         stack, labels, slices=args.slices, k=args.k, preset=args.preset, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, crop=args.crop, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, time_limit=args.time_limit, device=args.device,
-        progress=not args.quiet,
+        progress=not args.quiet, init=args.init,
     )
     model.save(out)
     rec = model.record

@@ -168,6 +168,37 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
         bv.segment.Model.load(tmp_path / "other.safetensors")
 
 
+def test_fine_tuning_starts_from_the_init_model_and_keeps_its_inputs(data, tmp_path):
+    img, truth = data
+    opts = dict(crop=48, batch_size=4, progress=False, validation=None)
+    first = bv.segment.train(img, truth[[1, 6]], widths=(8, 16), convs=(1, 1), k=3,
+                             slices=[1, 6], epochs=5, steps_per_epoch=20, **opts)
+    acc_first = (whole_slices(img, first) == truth).mean()
+    path = first.save(tmp_path / "first.safetensors")
+    # New labels on other slices, of a brighter acquisition: the fine-tuned model keeps the
+    # architecture, k and the input normalization of the model it starts from.
+    brighter = img.astype(np.float32) * 0.9 + 20
+    tuned = bv.segment.train(brighter, truth[[3, 4]], slices=[3, 4], init=path, epochs=1,
+                             steps_per_epoch=3, lr=1e-4, **opts)
+    assert tuned.k == 3 and tuned.config["widths"] == [8, 16] and tuned.classes == first.classes
+    assert tuned.normalization == first.normalization
+    assert tuned.record["init"] == {"path": str(path), "digest": first.digest}
+    # 3 small steps move the weights a little, from the first model's, not from scratch.
+    conv = "encoders.0.0.weight"  # the first convolution
+    step = np.abs(tuned.weights[conv] - first.weights[conv]).max()
+    assert 0 < step < 0.1 * np.abs(first.weights[conv]).max()
+    assert (whole_slices(img, tuned) == truth).mean() >= acc_first - 0.02
+    # What would change the network is refused, naming the option.
+    with pytest.raises(ConfigError, match="k=1.*takes k=3"):
+        bv.segment.train(img, truth[[3]], slices=[3], init=first, k=1, **opts)
+    with pytest.raises(ConfigError, match="classes"):
+        bv.segment.train(img, truth[[3]], slices=[3], init=first, classes=["a", "b", "c"], **opts)
+    with pytest.raises(ConfigError, match="widths"):
+        bv.segment.train(img, truth[[3]], slices=[3], init=first, widths=(8, 32), **opts)
+    with pytest.raises(InputError, match="nothing.safetensors.*does not exist"):
+        bv.segment.train(img, truth[[3]], slices=[3], init=tmp_path / "nothing.safetensors", **opts)
+
+
 def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path):
     import tifffile
 
@@ -190,6 +221,14 @@ def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path):
     assert model.record["slices"] == [1, 6]
     rec = Run.open(tmp_path / "run.zarr").stage("train")
     assert rec["model"] == str(out) and rec["model_digest"] == model.digest
+    # fine-tuning from that model
+    out2 = tmp_path / "m2.model"
+    rc = main(["train", str(tmp_path / "run.zarr"), "--labels", str(tmp_path / "l6.tif"),
+               "--slices", "6", "--init", str(out), "--epochs", "1", "--steps-per-epoch", "1",
+               "--crop", "48", "--out", str(out2), "--quiet"])
+    assert rc == 0
+    tuned = bv.segment.Model.load(out2)
+    assert tuned.record["init"]["digest"] == model.digest and tuned.config["widths"] == model.config["widths"]
     # bad labels: one line, exit status 2
     bad = truth[1].copy()
     bad[0, 0] = 9

@@ -246,11 +246,11 @@ def train(
     labels,
     *,
     slices: Sequence[int] | None = None,
-    k: int = 1,
+    k: int | None = None,
     preset: str = "slim",
     widths: Sequence[int] | None = None,
     convs: Sequence[int] | None = None,
-    classes: Sequence[str] = DEFAULT_CLASSES,
+    classes: Sequence[str] | None = None,
     crop: int = 224,
     batch_size: int = 8,
     epochs: int = 40,
@@ -269,6 +269,7 @@ def train(
     time_limit: float | None = None,
     clock: str = "wall",
     progress: bool = True,
+    init: Model | str | os.PathLike | None = None,
 ) -> Model:
     """Train a SegNet on a few labelled slices.
 
@@ -299,15 +300,16 @@ def train(
         multi-page TIFF).
     slices : sequence of int, optional
         Indices in ``images`` (the stack) of the labelled slices, in the order of ``labels``.
-    k : int
+    k : int, optional
         Adjacent slices fed as input channels (odd; 1 = 2D as in the paper, 3 = 2.5D).
+        Default 1, or the ``init`` model's.
     preset : {"slim", "paper", "tiny"}
         Architecture: "paper" = VGG16 widths 64-512 over 5 levels (29.4 M parameters);
         "slim" = widths 16-128 over 4 levels (0.96 M, the CPU default).
     widths, convs : sequence of int, optional
         Explicit channels and conv blocks per level (override ``preset``).
-    classes : sequence of str
-        Class names, index = code.
+    classes : sequence of str, optional
+        Class names, index = code (default pore, SE, AM, or the ``init`` model's).
     crop, batch_size, epochs, steps_per_epoch : int
         Training patches are ``crop x crop`` (clipped to the slice), ``batch_size`` per
         step, ``steps_per_epoch`` steps per epoch, at most ``epochs`` epochs.
@@ -353,6 +355,12 @@ def train(
         Stop after this many seconds (checked after each step).
     progress : bool
         Show a tqdm progress bar with the loss and the validation accuracy.
+    init : Model or path, optional
+        Fine-tune this model instead of starting from random weights: its architecture,
+        classes, ``k`` and input normalization are kept (explicit ones that differ are an
+        error). This is the interactive loop of pixel-classification tools: train on a few
+        scribbles, look at the prediction, paint corrections where it is wrong, and train
+        on with all the labels; or adapt a model to a new volume from a few labels.
 
     Returns
     -------
@@ -377,7 +385,23 @@ def train(
     from .segnet import PRESETS, SegNet
 
     # ---- options ------------------------------------------------------------------------
-    classes = [str(c) for c in classes]
+    init_model = None
+    if init is not None:
+        # Fine-tuning: the architecture, classes, k and input normalization are the model's.
+        init_model = init if isinstance(init, Model) else Model.load(init)
+        src = init_model.path or "the init model"
+        if k is not None and k != init_model.k:
+            raise ConfigError(f"k={k!r}, but {src} takes k={init_model.k} slices; leave k out to fine-tune it")
+        if classes is not None and [str(c) for c in classes] != init_model.classes:
+            raise ConfigError(f"classes {list(classes)} differ from {src}'s {init_model.classes}")
+        for key, v in (("widths", widths), ("convs", convs)):
+            if v is not None and [int(x) for x in v] != init_model.config[key]:
+                raise ConfigError(f"{key} {list(v)} differ from {src}'s {init_model.config[key]}")
+        k, classes = init_model.k, init_model.classes
+        widths, convs = init_model.config["widths"], init_model.config["convs"]
+        preset = init_model.record.get("options", {}).get("preset", "custom")
+    k = 1 if k is None else k
+    classes = [str(c) for c in (DEFAULT_CLASSES if classes is None else classes)]
     n_classes = len(classes)
     if n_classes < 2:
         raise ConfigError(f"classes: need at least 2 classes, got {classes}")
@@ -415,10 +439,13 @@ def train(
                 f"{name} has shape {lab.shape} but its image slice has shape {ctx.shape[1:]}"
             )
     centre = (k - 1) // 2
-    vals = np.concatenate([c[centre].ravel() for c in ctxs]).astype(np.float64)
-    mean, std = float(vals.mean()), float(vals.std())
-    std = std if std > 0 else 1.0
-    del vals
+    if init_model is not None:
+        mean, std = (float(init_model.normalization[key]) for key in ("mean", "std"))
+    else:
+        vals = np.concatenate([c[centre].ravel() for c in ctxs]).astype(np.float64)
+        mean, std = float(vals.mean()), float(vals.std())
+        std = std if std > 0 else 1.0
+        del vals
     ctxs = [((c - mean) / std).astype(np.float32) for c in ctxs]
 
     # Validation split: a band of columns of every slice, or whole slices.
@@ -476,7 +503,10 @@ def train(
     torch.set_num_threads(n_threads)
     try:
         torch.manual_seed(seed)
-        net = SegNet(k, n_classes, widths, convs).to(device)
+        net = SegNet(k, n_classes, widths, convs)
+        if init_model is not None:
+            net.load_state_dict({kk: torch.from_numpy(v.copy()) for kk, v in init_model.weights.items()})
+        net = net.to(device)
         use_amp, amp_dtype = _amp_choice(amp, device)
         # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolutions.
         net = net.to(memory_format=torch.channels_last)
@@ -618,6 +648,10 @@ def train(
             "time_limit": time_limit, "clock": clock, "class_weights": class_weights if isinstance(class_weights, (str, type(None))) else list(map(float, class_weights)),
         },
         "slices": None if slices is None else [int(s) for s in slices],
+        "init": None if init_model is None else {
+            "path": None if init_model.path is None else str(init_model.path),
+            "digest": init_model.digest,
+        },
         "label_sources": names,
         "class_pixel_counts": counts.tolist(),
         "class_loss_weights": [float(c) for c in cw],
