@@ -394,6 +394,9 @@ def _add_segment(sub) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--probabilities", action="store_true",
                    help="also write the float16 class probabilities (c, z, y, x)")
+    p.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="test-time augmentation: views averaged per tile (4: mirrored in y, x, "
+                   "both; 8: also quarter turns), at that many times the cost (default 1)")
     p.add_argument("--scheduler", default="threads", help="threads | processes | ADDRESS")
     p.set_defaults(func=_cmd_segment)
 
@@ -411,14 +414,14 @@ def _cmd_segment(args) -> int:
     stack = run.read(name)
     model = Model.load(args.model)
     params = {"array": name, "model_digest": model.digest, "tile": args.tile,
-              "overlap": args.overlap, "probabilities": args.probabilities}
+              "overlap": args.overlap, "probabilities": args.probabilities, "tta": args.tta}
     fp = fingerprint(params, run.zarr_array(name).attrs.get("bigvol", {}).get("fingerprint"))
     t0 = time.perf_counter()
     outputs = ["segmentation"]
     with compute_context(args.scheduler):
         if args.probabilities:
             proba = predict(stack, model, tile=args.tile, overlap=args.overlap,
-                            device=args.device, probabilities=True)
+                            device=args.device, probabilities=True, tta=args.tta)
             run.write("probabilities", proba, chunks=(proba.shape[0],) + tuple(c[0] for c in stack.chunks),
                       fingerprint=fp)
             # Codes from the stored probabilities: the network runs once.
@@ -426,7 +429,8 @@ def _cmd_segment(args) -> int:
             seg = p.map_blocks(lambda b: b.argmax(0).astype("uint8"), drop_axis=0, dtype="uint8")
             outputs.append("probabilities")
         else:
-            seg = predict(stack, model, tile=args.tile, overlap=args.overlap, device=args.device)
+            seg = predict(stack, model, tile=args.tile, overlap=args.overlap, device=args.device,
+                          tta=args.tta)
         run.write("segmentation", seg, fingerprint=fp)
     dt = time.perf_counter() - t0
     run.record_stage("segment", parameters=params, fingerprint=fp, outputs=outputs,

@@ -86,6 +86,8 @@ class SegmentConfig(_Section):
     #: bfloat16/float16 autocast; None = on for CUDA, off on the CPU (see predict's ``amp``)
     amp: bool | None = None
     probabilities: bool = False
+    #: test-time augmentation: views averaged per tile (1, 2, 4 or 8; see predict's ``tta``)
+    tta: Literal[1, 2, 4, 8] = 1
     baseline: bool = True
 
 

@@ -298,7 +298,8 @@ class Pipeline:
             stack = self.run.read("normalized")
             if seg.method == "segnet":
                 model = segment.Model.load(self.model_path)
-                kw = dict(tile=seg.tile, overlap=seg.overlap, device=seg.device, amp=seg.amp)
+                kw = dict(tile=seg.tile, overlap=seg.overlap, device=seg.device, amp=seg.amp,
+                          tta=seg.tta)
                 if seg.probabilities:
                     probs = segment.predict(stack, model, probabilities=True, **kw)
                     cz = self.cfg.compute.chunks

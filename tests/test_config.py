@@ -30,6 +30,7 @@ def test_shipped_configs_validate(name):
     [
         ({"run": "r.zarr", "preproces": {}}, "unknown key 'preproces'"),
         ({"run": "r.zarr", "segment": {"method": "cnn"}}, "segment.method"),
+        ({"run": "r.zarr", "segment": {"tta": 3}}, "segment.tta"),
         ({"run": "r.zarr", "segment": {"train": {"slicez": [1]}}}, "segment.train.slicez"),
         ({"run": "r.zarr", "analyze": {"connectivity": 8}}, "analyze.connectivity"),
         ({"run": "r.zarr", "analyze": {"axis": 3}}, "analyze.axis"),

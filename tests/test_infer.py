@@ -67,6 +67,35 @@ def test_probabilities(data, model):
     assert np.allclose(one.astype(np.float32), whole_slices(img, model, probabilities=True), atol=1e-3)
 
 
+def test_test_time_augmentation_is_equivariant_and_tiles_agree(data, model):
+    img, truth = data  # 96 x 112: multiples of the pooling factor, so no padding
+    views = {
+        "quarter turn": (lambda a: np.rot90(a, 1, axes=(-2, -1)), lambda a: np.rot90(a, -1, axes=(-2, -1))),
+        "mirror x": (lambda a: a[..., ::-1], lambda a: a[..., ::-1]),
+        "mirror y": (lambda a: a[..., ::-1, :], lambda a: a[..., ::-1, :]),
+    }
+
+    def gap(tta, name):
+        fwd, back = views[name]
+        ref = whole_slices(img, model, probabilities=True, tta=tta)
+        out = whole_slices(np.ascontiguousarray(fwd(img)), model, probabilities=True, tta=tta)
+        return np.abs(back(out) - ref).max()
+
+    # Averaging over a group of views makes the segmentation commute with those views,
+    # which the network alone does not.
+    assert gap(1, "mirror x") > 1e-3 and gap(1, "quarter turn") > 1e-3
+    for name in views:
+        assert gap(8, name) < 1e-4, name
+    assert gap(4, "mirror x") < 1e-4 and gap(4, "mirror y") < 1e-4
+    whole = whole_slices(img, model, tta=8)
+    assert (whole == truth).mean() > 0.9
+    tiled = bv.segment.predict(da.from_array(img, chunks=(2, 50, 60)), model, tile=64, overlap=16, tta=8)
+    assert (tiled.compute() == whole).mean() >= 0.999
+    other = bv.segment.predict(da.from_array(img, chunks=(3, 96, 13)), model, tile=64, overlap=16, tta=8,
+                               blocks="chunks")
+    assert np.array_equal(other.compute(), tiled.compute())
+
+
 def test_k3_uses_the_neighbouring_slices(data, model3):
     img, _ = data
     whole = whole_slices(img, model3)  # neighbours of the end slices: the nearest slice
@@ -163,6 +192,9 @@ def test_bad_input_is_refused(data, model, tmp_path):
         bv.segment.predict(x, model, tile=4)
     with pytest.raises(ConfigError, match="device"):
         bv.segment.predict(x, model, device="tpu")
+    for bad in (3, True, "8"):
+        with pytest.raises(ConfigError, match="tta must be one of"):
+            bv.segment.predict(x, model, tta=bad)
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(InputError, match="not a bigvol model file"):
         bv.segment.predict(x, tmp_path / "junk.safetensors")
@@ -203,5 +235,10 @@ def test_cli_segment_writes_segmentation_and_probabilities(data, model, tmp_path
     p = run.read("probabilities")
     assert p.shape == (3,) + img.shape and p.dtype == np.float16
     assert (run.read("segmentation").compute() == seg).mean() > 0.999
+    rc = main(["segment", str(tmp_path / "run.zarr"), "--model", str(path), "--tile", "64", "--tta", "4"])
+    assert rc == 0
+    seg4 = Run.open(tmp_path / "run.zarr").read("segmentation").compute()
+    assert np.array_equal(seg4, bv.segment.predict(da.from_array(img), model, tile=64, tta=4).compute())
+    assert Run.open(tmp_path / "run.zarr").stage("segment")["parameters"]["tta"] == 4
     rc = main(["segment", str(tmp_path / "run.zarr"), "--model", str(tmp_path / "nope.model")])
     assert rc == 2

@@ -142,6 +142,48 @@ def _starts(n: int, t: int, step: int) -> list[int]:
     return sorted(set(s))
 
 
+#: Test-time augmentation: the (quarter turns, mirror in x) of each view, for ``tta`` views.
+#: 4 = the mirrorings in y, x and both (nnU-Net's default); 8 = the whole dihedral group
+#: (the four rotations, each also mirrored). Phases in a FIB-SEM slice have no preferred
+#: in-plane orientation, and training augments with the same transforms.
+TTA_VIEWS = {
+    1: ((0, False),),
+    2: ((0, False), (0, True)),
+    4: ((0, False), (0, True), (2, False), (2, True)),
+    8: tuple((r, f) for f in (False, True) for r in range(4)),
+}
+
+
+def _check_tta(tta) -> int:
+    if isinstance(tta, bool) or tta not in TTA_VIEWS:
+        raise ConfigError(f"tta must be one of {sorted(TTA_VIEWS)} views, got {tta!r}")
+    return int(tta)
+
+
+def _probabilities(net, xt, tta: int, autocast, memory_format):
+    """Softmax class probabilities of a batch ``(n, k, y, x)``, averaged over ``tta`` views.
+
+    Each view is the batch turned by quarter turns and/or mirrored in x; its output is
+    turned back before averaging, so the result is equivariant under those transforms.
+    """
+    import torch
+
+    acc = None
+    for r, flip in TTA_VIEWS[tta]:
+        xi = torch.rot90(xt, r, (2, 3)) if r else xt
+        if flip:
+            xi = torch.flip(xi, (3,))
+        with autocast():
+            logits = net(xi.contiguous(memory_format=memory_format))
+        p = torch.softmax(logits.float(), dim=1)
+        if flip:
+            p = torch.flip(p, (3,))
+        if r:
+            p = torch.rot90(p, -r, (2, 3))
+        acc = p if acc is None else acc + p
+    return acc if tta == 1 else acc / tta
+
+
 def _gaussian(n: int) -> np.ndarray:
     """1D Gaussian weights over ``n`` pixels, sigma = n / 8 (MONAI), floored at 1e-3."""
     i = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
@@ -165,6 +207,7 @@ def _segment_block(
     threads: int | None,
     probabilities: bool,
     amp: bool | None = None,
+    tta: int = 1,
 ) -> np.ndarray:
     """Class probabilities (or codes) of the core of one block, from the global tile grid.
 
@@ -225,12 +268,12 @@ def _segment_block(
             xb /= std
             xt = torch.from_numpy(xb)
             if cuda:
-                xt = xt.pin_memory().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            elif use_amp:
-                xt = xt.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.split(":")[0], dtype=amp_dtype, enabled=use_amp):
-                logits = net(xt)
-            p = torch.softmax(logits.float(), dim=1) * wmap
+                xt = xt.pin_memory().to(dev, non_blocking=True)
+            p = _probabilities(
+                net, xt, tta,
+                lambda: torch.autocast(dev.split(":")[0], dtype=amp_dtype, enabled=use_amp),
+                torch.channels_last if cuda or use_amp else torch.contiguous_format,
+            ) * wmap
             for j, (z, y0, x0) in enumerate(chunk):
                 acc[:, z, y0 - ry0 : y0 - ry0 + ty, x0 - rx0 : x0 - rx0 + tx] += p[j]
     sy = slice(cy.start - ry0, cy.stop - ry0)
@@ -265,6 +308,7 @@ def predict(
     threads: int | None = None,
     amp: bool | None = None,
     blocks: str = "auto",
+    tta: int = 1,
 ):
     """Segment every slice of a stack with a trained SegNet: a lazy Dask graph.
 
@@ -298,6 +342,11 @@ def predict(
         What one task segments: a few whole slices ("slices"; "auto" when a slice has at
         most 2^26 pixels), or one chunk of ``stack`` with a ``tile - 1`` pixel halo in y and
         x ("chunks"), which repeats the tiles that straddle chunk edges. Same result.
+    tta : {1, 2, 4, 8}
+        Test-time augmentation: average the class probabilities over this many views of
+        every tile (:data:`TTA_VIEWS`: 4 = mirrored in y, x and both, as nnU-Net; 8 = also
+        turned by quarter turns), at ``tta`` times the cost. On the default phantom it
+        lifts the accuracy by about 0.004 (benchmarks/README.md).
 
     Returns
     -------
@@ -345,6 +394,7 @@ def predict(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if blocks not in ("auto", "slices", "chunks"):
         raise ConfigError(f"blocks must be 'auto', 'slices' or 'chunks', got {blocks!r}")
+    tta = _check_tta(tta)
 
     Z, Y, X = x.shape
     d = (model.k - 1) // 2
@@ -382,7 +432,7 @@ def predict(
         return _segment_block(
             block, mref.get(), z_pad=d, origin=origin, core=(cy, cx), image_shape=(Y, X),
             tile=tile, overlap=overlap, device=device, batch_size=batch_size,
-            threads=threads, probabilities=probabilities, amp=amp,
+            threads=threads, probabilities=probabilities, amp=amp, tta=tta,
         )
 
     annotate = str(device).startswith("cuda") or (device == "auto" and _cluster_has_gpus())
@@ -429,14 +479,17 @@ def _cluster_has_gpus() -> bool:
         return False
 
 
-def whole_slices(stack, model: Model, *, device: str = "cpu", probabilities: bool = False) -> np.ndarray:
+def whole_slices(
+    stack, model: Model, *, device: str = "cpu", probabilities: bool = False, tta: int = 1
+) -> np.ndarray:
     """The model applied to whole slices at once (no tiles), in memory: the reference.
 
     For tests and small stacks only: each slice (with its ``k - 1`` neighbours) goes
-    through the network in one piece.
+    through the network in one piece (float32, ``tta`` views as in :func:`predict`).
     """
     import torch
 
+    tta = _check_tta(tta)
     a = np.asarray(stack)
     dev = _resolve_device(device)
     net = model.module(dev)
@@ -447,6 +500,7 @@ def whole_slices(stack, model: Model, *, device: str = "cpu", probabilities: boo
         for z in range(a.shape[0]):
             idx = np.clip(np.arange(z - d, z + d + 1), 0, a.shape[0] - 1)
             xin = (a[idx].astype(np.float32) - norm["mean"]) / norm["std"]
-            p = torch.softmax(net(torch.from_numpy(xin[None]).to(dev)).float(), 1)[0]
+            p = _probabilities(net, torch.from_numpy(xin[None]).to(dev), tta, _null,
+                               torch.contiguous_format)[0]
             out.append(p.cpu().numpy() if probabilities else p.argmax(0).to(torch.uint8).cpu().numpy())
     return np.stack(out, axis=1 if probabilities else 0)
