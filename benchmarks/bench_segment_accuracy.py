@@ -169,6 +169,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=900.0, help="training seconds per experiment")
     ap.add_argument("--runs", default="dense-k1,dense-k3,dense-k5,sparse-k5")
     ap.add_argument("--scribble-fraction", type=float, default=0.018)
+    ap.add_argument("--scribbles-touch", action="store_true",
+                    help="random strokes may run along phase boundaries (default: they stay clear)")
     ap.add_argument("--preset", default="slim")
     ap.add_argument("--batch-size", type=int, default=4,
                     help="crops per step (4: more updates within a short CPU budget)")
@@ -212,7 +214,8 @@ def main(argv=None):
     results = {"shape": shape, "slices": slices, "budget_s": args.budget, "threshold": base, "runs": {}}
 
     rng = np.random.default_rng(0)
-    sparse_labels = np.stack([scribbles(truth[s], args.scribble_fraction, rng) for s in slices])
+    sparse_labels = np.stack([scribbles(truth[s], args.scribble_fraction, rng, touch=args.scribbles_touch)
+                              for s in slices])
     dense_labels = truth[slices]
 
     for name in args.runs.split(","):
