@@ -56,6 +56,36 @@ from bigvol.store import Run
 NAMES = ("pore", "SE", "AM")
 
 
+def _paint(labels, code, start, allowed, share, rng) -> int:
+    """Paint 3-px strokes of ``code`` into ``labels`` until ``share`` new pixels are labelled.
+
+    Each stroke is a random walk (up to 40 steps of 1 px, heading jittered by 0.3 rad) from
+    a random pixel of ``start``; it ends where its centre leaves ``allowed``. Pixels already
+    labelled stay as they are. Returns the number of pixels painted.
+    """
+    h, w = labels.shape
+    ys, xs = np.nonzero(start)
+    painted = tries = 0
+    while len(ys) and painted < share and tries < 5000:
+        tries += 1
+        i = int(rng.integers(len(ys)))
+        y, x = float(ys[i]), float(xs[i])
+        ang = rng.uniform(0, 2 * np.pi)
+        for _ in range(40):
+            yi, xi = int(round(y)), int(round(x))
+            if not (1 <= yi < h - 1 and 1 <= xi < w - 1 and allowed[yi, xi]):
+                break
+            patch = labels[yi - 1 : yi + 2, xi - 1 : xi + 2]
+            painted += int((patch == 255).sum())
+            patch[patch == 255] = code
+            if painted >= share:
+                break
+            ang += rng.normal(0, 0.3)
+            y += np.sin(ang)
+            x += np.cos(ang)
+    return painted
+
+
 def scribbles(truth_slice: np.ndarray, fraction: float, rng: np.random.Generator,
               touch: bool = False) -> np.ndarray:
     """Sparse labels as a person paints them: 3-px-wide strokes inside each phase.
@@ -66,81 +96,31 @@ def scribbles(truth_slice: np.ndarray, fraction: float, rng: np.random.Generator
     a neighbour of another phase), with ``touch=True`` it may run along it.
     """
     out = np.full(truth_slice.shape, 255, np.uint8)
-    h, w = truth_slice.shape
-    per_class = fraction * truth_slice.size / 3
     for c in range(3):
         if touch:
             inner = ndi.binary_erosion(truth_slice == c, structure=np.ones((3, 3), bool))
         else:
             inner = ndi.binary_erosion(truth_slice == c, iterations=2)
-        ys, xs = np.nonzero(inner)
-        if len(ys) == 0:
-            continue
-        painted = 0
-        tries = 0
-        while painted < per_class and tries < 5000:
-            tries += 1
-            i = int(rng.integers(len(ys)))
-            y, x = float(ys[i]), float(xs[i])
-            ang = rng.uniform(0, 2 * np.pi)
-            for _ in range(40):
-                yi, xi = int(round(y)), int(round(x))
-                if not (1 <= yi < h - 1 and 1 <= xi < w - 1 and inner[yi, xi]):
-                    break
-                patch = out[yi - 1 : yi + 2, xi - 1 : xi + 2]
-                painted += int((patch == 255).sum())
-                patch[...] = c
-                if painted >= per_class:
-                    break
-                ang += rng.normal(0, 0.3)
-                y += np.sin(ang)
-                x += np.cos(ang)
+        _paint(out, c, inner, inner, fraction * truth_slice.size / 3, rng)
     return out
 
 
 def corrections(truth_slice, pred_slice, n_pixels, labels, rng):
     """Corrective strokes as a person paints them on a prediction overlay, into ``labels``.
 
-    3-px strokes (random walks of up to 40 px) through the wrongly predicted pixels,
-    each stroke inside one true phase (the brush never crosses a phase boundary, but may
-    touch it), each class's share of ``n_pixels`` in proportion to its wrong pixels;
-    pixels already labelled are kept. Returns the number of pixels painted.
+    3-px strokes (random walks of up to 40 px) starting on wrongly predicted pixels and
+    staying within 2 px of them, each inside one true phase (the brush never crosses a
+    phase boundary, but may touch it), each class's share of ``n_pixels`` in proportion to
+    its wrong pixels; pixels already labelled are kept. Returns the number of pixels painted.
     """
-    h, w = truth_slice.shape
     wrong = pred_slice != truth_slice
     near = ndi.binary_dilation(wrong, iterations=2)
-    cells = {}
-    for c in range(3):
-        inside = ndi.binary_erosion(truth_slice == c, structure=np.ones((3, 3), bool))
-        cells[c] = (inside & wrong, inside & near)
-    n_wrong = np.array([cells[c][0].sum() for c in range(3)], float)
+    inside = [ndi.binary_erosion(truth_slice == c, structure=np.ones((3, 3), bool)) for c in range(3)]
+    n_wrong = np.array([(inside[c] & wrong).sum() for c in range(3)], float)
     if n_wrong.sum() == 0:
         return 0
-    total = 0
-    for c in range(3):
-        share = n_pixels * n_wrong[c] / n_wrong.sum()
-        start, allowed = cells[c]
-        ys, xs = np.nonzero(start)
-        painted = tries = 0
-        while len(ys) and painted < share and tries < 5000:
-            tries += 1
-            i = int(rng.integers(len(ys)))
-            y, x = float(ys[i]), float(xs[i])
-            ang = rng.uniform(0, 2 * np.pi)
-            for _ in range(40):
-                yi, xi = int(round(y)), int(round(x))
-                if not (1 <= yi < h - 1 and 1 <= xi < w - 1 and allowed[yi, xi]):
-                    break
-                patch = labels[yi - 1 : yi + 2, xi - 1 : xi + 2]
-                painted += int((patch == 255).sum())
-                patch[...] = c
-                if painted >= share:
-                    break
-                ang += rng.normal(0, 0.3)
-                y += np.sin(ang)
-                x += np.cos(ang)
-        total += painted
-    return total
+    return sum(_paint(labels, c, inside[c] & wrong, inside[c] & near, n_pixels * n_wrong[c] / n_wrong.sum(), rng)
+               for c in range(3))
 
 
 def side_by_side(cm_a, cm_b, title_a, title_b) -> str:
