@@ -81,3 +81,23 @@ def test_import_bigvol_does_not_import_torch():
     code = "import sys, bigvol, bigvol.segment; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_skips_concatenate_the_encoder_features_before_each_decoder_level():
+    """U-SegNet: each decoder level sees the unpooled map and its encoder level's features."""
+    net = SegNet(1, 2, widths=(4, 8, 16), convs=(1, 1, 1), skips=True).eval()
+    seen = []
+    for dec in net.decoders:
+        dec.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[1]))
+    feats = []
+    for enc in net.encoders:
+        enc.register_forward_hook(lambda m, inp, out: feats.append(out))
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 37, 45))
+    assert out.shape == (1, 2, 37, 45)
+    assert seen == [32, 16, 8]  # twice each level's width: unpooled + skip
+    # Without skips the same widths give half the decoder inputs, and the two nets differ
+    # only by the extra input channels of each level's first decoder convolution.
+    plain = SegNet(1, 2, widths=(4, 8, 16), convs=(1, 1, 1))
+    extra = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 9 * (16 * 8 + 8 * 4 + 4 * 4)

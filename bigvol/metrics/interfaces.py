@@ -15,7 +15,8 @@ Areas
 orientation has on average 3/2 its area in faces (the mean of ``|n_x| + |n_y| + |n_z|``
 over the sphere). Exact on average for isotropic surfaces (a digitized sphere: within 1 %),
 2/3 of the truth for a plane parallel to the grid. Equals TauFactor's face-counting
-``interfacial_areas`` times 2/3.
+``specific_surface_area(method="face_counting")`` times 2/3; ``stereology=False`` drops the
+factor and equals TauFactor's number (the convention of its published figures).
 ``method="marching_cubes"``: the surface of each phase is the marching-cubes
 mesh (Lewiner, :func:`skimage.measure.marching_cubes` with the voxel ``spacing``) of its
 indicator at level 0.5; ``S_p`` is its area. With three phases every surface is made of the
@@ -107,7 +108,7 @@ def _counts_block(window, *, n, spacing, method, depth, block_info=None):
     return out.reshape(1, 1, 1, -1)
 
 
-def interfaces(phases, *, voxel_size=None, n_phases=3, method="faces") -> dict:
+def interfaces(phases, *, voxel_size=None, n_phases=3, method="faces", stereology=True) -> dict:
     """Interface area per volume of every pair of phases, specific surfaces, TPB length density.
 
     Parameters
@@ -121,6 +122,10 @@ def interfaces(phases, *, voxel_size=None, n_phases=3, method="faces") -> dict:
     method : {"faces", "marching_cubes"}
         How areas are measured (see the module docstring); marching cubes needs 2 or 3
         phases.
+    stereology : bool
+        ``method="faces"`` only: multiply face areas by 2/3 (the mean over orientations of
+        a surface's face-count excess, default) or report plain face counts (False; equal
+        to TauFactor's ``face_counting``).
 
     Returns
     -------
@@ -160,10 +165,10 @@ def interfaces(phases, *, voxel_size=None, n_phases=3, method="faces") -> dict:
     )
     (tot,) = dask.compute(parts.sum(axis=(0, 1, 2)))
     return _assemble(tot, n=n, spacing=spacing, shape=phases.shape, method=method,
-                     um=voxel_size is not None)
+                     um=voxel_size is not None, stereology=bool(stereology))
 
 
-def _assemble(tot, *, n, spacing, shape, method, um):
+def _assemble(tot, *, n, spacing, shape, method, um, stereology=True):
     sz, sy, sx = spacing
     nn = n * n
     face_area = (sy * sx, sz * sx, sz * sy)  # faces normal to z, y, x
@@ -173,7 +178,8 @@ def _assemble(tot, *, n, spacing, shape, method, um):
     pairs = {}
     for a in range(n):
         for b in range(a + 1, n):
-            pairs[(a, b)] = sum(tot[d * nn + a * n + b] * face_area[d] for d in range(3)) * 2 / 3
+            pairs[(a, b)] = sum(tot[d * nn + a * n + b] * face_area[d] for d in range(3)) * (
+                2 / 3 if stereology else 1.0)
     surf = np.zeros(n)
     if method == "marching_cubes":
         surf = tot[3 * nn + 3:3 * nn + 3 + n].copy()
@@ -189,6 +195,8 @@ def _assemble(tot, *, n, spacing, shape, method, um):
             surf[b] += v
     tpb = sum(tot[3 * nn + d] * spacing[d] for d in range(3)) * 2 / 3
     out: dict = {"method": method, f"volume_{u}3": volume * (1e-9 if um else 1.0)}
+    if method == "faces":
+        out["stereology"] = stereology
     for (a, b), v in pairs.items():
         out[f"area_per_volume_{a}-{b}_{u}-1"] = float(v / volume * scale)
     for p in range(n):

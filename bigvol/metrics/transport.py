@@ -47,7 +47,8 @@ def solve_mask(mask: np.ndarray, *, axis: int, spacing, device="cpu", conv_crit=
                iter_limit=10000) -> tuple[float, float, float, bool]:
     """TauFactor on one in-memory boolean volume: ``(tau, eff_ratio, volume_fraction, converged)``.
 
-    ``tau`` is ``inf`` (and ``eff_ratio`` 0) when the phase does not connect the two faces.
+    ``tau`` is ``inf`` (and ``eff_ratio`` 0) when the phase does not connect the two faces,
+    ``nan`` (and ``eff_ratio`` nan) when the solve did not converge within ``iter_limit``.
     """
     import taufactor as tf
 
@@ -62,6 +63,9 @@ def solve_mask(mask: np.ndarray, *, axis: int, spacing, device="cpu", conv_crit=
     else:
         solver = _anisotropic_solver_class()(img, spacing=tuple(sp), device=device)
     solver.solve(verbose=False, conv_crit=conv_crit, iter_limit=iter_limit)
+    if not solver.converged or solver.tau is None:
+        # No number from a solve that stopped at iter_limit: its field is not the answer.
+        return math.nan, math.nan, vf, False
     tau = float(np.asarray(solver.tau).ravel()[0])
     eff = float(np.asarray(solver.D_rel).ravel()[0])
     if not math.isfinite(tau) or tau <= 0 or eff <= 0:
@@ -149,7 +153,10 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
         ``downsample``, ``tau_downsampled``, ``eff_ratio_downsampled``,
         ``downsample_factor``. In sub-volume mode ``eff_ratio`` is the mean over
         sub-volumes (0 for those that do not percolate) and ``tau`` the mean over those
-        that do. ``tau`` is ``inf`` when no path connects the faces.
+        that do. ``tau`` is ``inf`` when no path connects the faces, and ``tau`` and
+        ``eff_ratio`` are ``nan`` with ``converged`` False when a solve did not converge
+        within ``iter_limit`` iterations (thin binder phases converge slowly): no number
+        rather than a wrong one. ``metrics.json`` writes them as null.
 
     Examples
     --------
@@ -224,12 +231,14 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
     table = got[0].reshape(-1, 4)
     taus, effs = table[:, 0], table[:, 1]
     perc = np.isfinite(taus)
+    converged = bool(table[:, 3].all())
     out = {
         **base, "method": "subvolumes",
-        "tau": float(taus[perc].mean()) if perc.any() else math.inf,
-        "tau_std": float(taus[perc].std()) if perc.any() else math.nan,
-        "eff_ratio": float(effs.mean()), "eff_ratio_std": float(effs.std()),
-        "volume_fraction": float(got[1]), "converged": bool(table[:, 3].all()),
+        "tau": float(taus[perc].mean()) if perc.any() and converged else (math.inf if converged else math.nan),
+        "tau_std": float(taus[perc].std()) if perc.any() and converged else math.nan,
+        "eff_ratio": float(effs.mean()) if converged else math.nan,
+        "eff_ratio_std": float(effs.std()) if converged else math.nan,
+        "volume_fraction": float(got[1]), "converged": converged,
         "n_subvolumes": int(len(taus)), "n_percolating": int(perc.sum()),
         "subvolume_shape": list(sub),
         "tau_subvolumes": [float(t) for t in taus],

@@ -100,6 +100,8 @@ class Model:
         if self._digest is None:
             h = hashlib.sha256()
             arch = {k: self.config[k] for k in ("in_channels", "n_classes", "widths", "convs")}
+            if self.config.get("skips"):
+                arch["skips"] = True
             h.update(json.dumps([arch, self.config["normalization"]], sort_keys=True).encode())
             for name in sorted(self.weights):
                 h.update(name.encode())
@@ -109,7 +111,9 @@ class Model:
 
     def __repr__(self) -> str:
         return (
-            f"Model(segnet widths={tuple(self.config['widths'])}, k={self.k}, "
+            f"Model(segnet widths={tuple(self.config['widths'])}"
+            + (", skips" if self.config.get("skips") else "")
+            + f", k={self.k}, "
             f"classes={self.classes}, params={self.n_parameters:,}"
             + (f", path={str(self.path)!r}" if self.path else "")
             + ")"

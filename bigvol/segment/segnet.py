@@ -15,6 +15,13 @@ Encoder-Decoder Architecture for Image Segmentation", IEEE TPAMI 39(12), 2017:
   conv-BN-ReLU blocks, the last of which maps ``widths[l]`` to ``widths[l-1]`` channels;
 - a final 3x3 convolution gives ``n_classes`` scores per pixel (softmax outside).
 
+With ``skips=True`` each decoder level also receives its encoder level's features before
+pooling, concatenated to the unpooled ones (U-SegNet: Kumar et al., "U-SegNet: fully
+convolutional neural network based automated brain tissue segmentation tool", ICIP 2018;
+the skip of Ronneberger et al.'s U-Net with SegNet's index unpooling). The unpooled map is
+zero at three pixels of every four; the skip gives the decoder the full-resolution detail
+that thin structures (membranes, binder films, pore throats) need.
+
 The paper-size network is VGG16's encoder: ``widths=(64, 128, 256, 512, 512)``,
 ``convs=(2, 2, 3, 3, 3)`` (29.4 M parameters). The default for CPUs is slim:
 ``widths=(16, 32, 64, 128)``, ``convs=(2, 2, 3, 3)`` (0.96 M parameters).
@@ -61,6 +68,10 @@ class SegNet(nn.Module):
         Channels of each encoder level, shallow to deep.
     convs : sequence of int, optional
         Conv-BN-ReLU blocks per level (default 2 per level).
+    skips : bool
+        Concatenate each encoder level's pre-pooling features to the unpooled decoder
+        input of the same level (U-SegNet); the first decoder block of the level then takes
+        twice the channels.
 
     Examples
     --------
@@ -75,13 +86,14 @@ class SegNet(nn.Module):
         n_classes: int = 3,
         widths: Sequence[int] = PRESETS["slim"][0],
         convs: Sequence[int] | None = None,
+        skips: bool = False,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         convs = tuple(int(c) for c in (convs if convs is not None else (2,) * len(widths)))
         if not widths or len(convs) != len(widths) or min(widths) < 1 or min(convs) < 1:
             raise ValueError(f"SegNet: bad widths {widths} / convs {convs}")
-        self.widths, self.convs = widths, convs
+        self.widths, self.convs, self.skips = widths, convs, bool(skips)
         self.in_channels, self.n_classes = int(in_channels), int(n_classes)
         self.multiple = 2 ** len(widths)
 
@@ -98,7 +110,8 @@ class SegNet(nn.Module):
             wout = widths[level - 1] if level > 0 else widths[0]
             layers = []
             for i in range(n):
-                layers += _block(w, wout if i == n - 1 else w)
+                cin = 2 * w if (i == 0 and self.skips) else w
+                layers += _block(cin, wout if i == n - 1 else w)
             decoders.append(nn.Sequential(*layers))
         self.encoders = nn.ModuleList(encoders)
         self.decoders = nn.ModuleList(decoders)
@@ -115,14 +128,18 @@ class SegNet(nn.Module):
             # Reflection needs the pad to be smaller than the side; replicate otherwise.
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        indices, sizes = [], []
+        indices, sizes, features = [], [], []
         for enc in self.encoders:
             x = enc(x)
             sizes.append(x.shape[-2:])
+            if self.skips:
+                features.append(x)
             x, idx = self.pool(x)
             indices.append(idx)
-        for dec, idx, size in zip(self.decoders, reversed(indices), reversed(sizes)):
+        for level, (dec, idx, size) in enumerate(zip(self.decoders, reversed(indices), reversed(sizes))):
             x = self.unpool(x, idx, output_size=size)
+            if self.skips:
+                x = torch.cat([x, features[-1 - level]], dim=1)
             x = dec(x)
         x = self.classifier(x)
         return x[..., :h, :w]
@@ -135,4 +152,5 @@ def build(config: dict) -> SegNet:
         n_classes=config["n_classes"],
         widths=config["widths"],
         convs=config["convs"],
+        skips=bool(config.get("skips", False)),
     )

@@ -250,6 +250,7 @@ def train(
     preset: str = "slim",
     widths: Sequence[int] | None = None,
     convs: Sequence[int] | None = None,
+    skips: bool | None = None,
     classes: Sequence[str] | None = None,
     crop: int = 224,
     batch_size: int = 8,
@@ -308,6 +309,9 @@ def train(
         "slim" = widths 16-128 over 4 levels (0.96 M, the CPU default).
     widths, convs : sequence of int, optional
         Explicit channels and conv blocks per level (override ``preset``).
+    skips : bool, optional
+        U-SegNet: concatenate each encoder level's features to the unpooled decoder input
+        (:class:`~bigvol.segment.segnet.SegNet`). Default False, or the ``init`` model's.
     classes : sequence of str, optional
         Class names, index = code (default pore, SE, AM, or the ``init`` model's).
     crop, batch_size, epochs, steps_per_epoch : int
@@ -398,9 +402,13 @@ def train(
             if v is not None and [int(x) for x in v] != init_model.config[key]:
                 raise ConfigError(f"{key} {list(v)} differ from {src}'s {init_model.config[key]}")
         k, classes = init_model.k, init_model.classes
+        if skips is not None and bool(skips) != bool(init_model.config.get("skips", False)):
+            raise ConfigError(f"skips={skips!r} differs from {src}'s architecture")
         widths, convs = init_model.config["widths"], init_model.config["convs"]
+        skips = bool(init_model.config.get("skips", False))
         preset = init_model.record.get("options", {}).get("preset", "custom")
     k = 1 if k is None else k
+    skips = False if skips is None else bool(skips)
     classes = [str(c) for c in (DEFAULT_CLASSES if classes is None else classes)]
     n_classes = len(classes)
     if n_classes < 2:
@@ -503,7 +511,7 @@ def train(
     torch.set_num_threads(n_threads)
     try:
         torch.manual_seed(seed)
-        net = SegNet(k, n_classes, widths, convs)
+        net = SegNet(k, n_classes, widths, convs, skips=skips)
         if init_model is not None:
             net.load_state_dict({kk: torch.from_numpy(v.copy()) for kk, v in init_model.weights.items()})
         net = net.to(device)
@@ -675,6 +683,7 @@ def train(
         "classes": classes,
         "widths": widths,
         "convs": convs,
+        "skips": bool(skips),
         "normalization": {"method": "mean_std", "mean": mean, "std": std},
         "training": record,
     }
