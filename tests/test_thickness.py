@@ -209,3 +209,27 @@ def test_electrolyte_thickness_ranks_like_its_particle_size_on_phantoms():
         means.append(thickness_summary(lt)["mean_nm"])
     assert means[0] < means[1] < means[2]  # cells B and C of the paper: thin vs thick SE
     assert means[2] > 2 * means[0]
+
+
+@pytest.mark.parametrize("voxel", [390.625, 10.0])
+def test_auto_histogram_bins_follow_the_voxel_size(voxel):
+    """Every thickness level 2js gets a bin of its own (or m whole levels per bin), never
+    a comb of empty bins narrower than the voxel."""
+    rng = np.random.default_rng(1)
+    v = (ndi.gaussian_filter(rng.random((40, 40, 40)), 2) > 0.5).astype(np.uint8)
+    vs = (voxel,) * 3
+    lt = np.asarray(local_thickness(v, 1, voxel_size=vs))
+    s = thickness_summary(lt, voxel_size=vs)
+    edges = np.asarray(s["histogram_edges_nm"])
+    frac = np.asarray(s["histogram_volume_fraction"])
+    levels = np.unique(lt[lt > 0])
+    np.testing.assert_allclose(levels / (2 * voxel), np.round(levels / (2 * voxel)))  # 2js
+    assert len(frac) <= 50 and frac.sum() == pytest.approx(1.0)
+    width = np.diff(edges[1:])
+    assert np.allclose(width, width[0]) and width[0] % (2 * voxel) == pytest.approx(0, abs=1e-6)
+    if width[0] == 2 * voxel:  # one level per bin: the histogram is the level counts
+        counts = np.array([(lt == lv).sum() for lv in levels]) / (lt > 0).sum()
+        assert np.count_nonzero(frac) == len(levels)
+        np.testing.assert_allclose(np.sort(frac[frac > 0]), np.sort(counts))
+    # no level sits on an edge
+    assert not np.isin(levels, edges).any()
