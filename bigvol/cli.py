@@ -95,7 +95,12 @@ def _add_ingest(sub) -> None:
                    help="chunks of the array (default 32 512 512, clipped to the shape)")
     p.add_argument("--allow-gaps", action="store_true",
                    help="accept gaps in the slice numbering of a folder")
-    p.add_argument("--name", default="raw", help="array name in the store (default raw)")
+    p.add_argument("--name", default="raw",
+                   help="array name in the store (default raw; 'segmentation' for an existing "
+                   "segmentation to measure with bigvol analyze)")
+    p.add_argument("--phases", default=None, metavar="NAMES",
+                   help="a segmentation's phase names: 'pore,cbd,nmc' (codes 0,1,2) or "
+                   "'0=pore,170=cbd,85=nmc' (the file's codes, renumbered 0,1,2 in this order)")
     p.set_defaults(func=_cmd_ingest)
 
 
@@ -113,7 +118,7 @@ def _cmd_ingest(args) -> int:
         before = None
     t0 = time.perf_counter()
     arr = ingest(args.source, args.run, chunks=args.chunks, voxel_size=args.voxel_size,
-                 allow_gaps=args.allow_gaps, name=args.name)
+                 allow_gaps=args.allow_gaps, name=args.name, phases=args.phases)
     dt = time.perf_counter() - t0
     run = Run.open(args.run)
     vs = run.voxel_size

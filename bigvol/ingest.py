@@ -56,7 +56,7 @@ import numpy as np
 import zarr
 
 from .errors import ConfigError, InputError
-from .store import Run, fingerprint
+from .store import DEFAULT_PHASES, Run, check_phase_names, fingerprint
 
 __all__ = [
     "ingest",
@@ -897,6 +897,7 @@ def ingest(
     voxel_size: Sequence[float | None] | None = None,
     allow_gaps: bool = False,
     name: str = "raw",
+    phases=None,
 ) -> zarr.Array:
     """Copy a stack of FIB-SEM slices into the run store as a chunked Zarr array.
 
@@ -920,7 +921,17 @@ def ingest(
         pattern of the others); the slices are stacked in natural sort order.
     name : str
         Name of the array in the store (``"raw"``). The stage is recorded as ``"ingest"``
-        (``"ingest:<name>"`` for another name).
+        (``"ingest:<name>"`` for another name). ``"segmentation"``: an existing
+        segmentation (Avizo, Dragonfly, ilastik, TauFactor ...) whose structure
+        ``bigvol analyze`` then measures; it must hold phase codes (at most 16 distinct
+        values; a greyscale image is refused).
+    phases : list of str, dict of int to str, or str, optional
+        Names of the segmentation's phases, stored in the run and used by metrics.json /
+        csv and the report. A list names the codes ``0, 1, ...`` in order; a mapping
+        ``{code: name}`` (or the text ``"0=pore,170=cbd,85=nmc"``) names the codes the file
+        holds, which become ``0, 1, ...`` in the mapping's order (the file is not changed).
+        Every code in the volume must be named and every named code must occur. Text
+        ``"pore,cbd,nmc"`` is the list form.
 
     Returns
     -------
@@ -965,14 +976,119 @@ def ingest(
     override = _check_voxel_override(voxel_size)
     if not isinstance(name, str) or not name or name.startswith("/") or ".." in name:
         raise ConfigError(f"name must be an array name such as 'raw', got {name!r}")
+    mapping = parse_phases(phases)
+    if mapping is not None and name in ("raw", "normalized"):
+        raise ConfigError(
+            f"phases name the codes of a segmentation; ingest it with name='segmentation' "
+            f"(bigvol ingest SEG.tif run.zarr --name segmentation --phases ...), not {name!r}"
+        )
     src = _open_source(source, allow_gaps)
     try:
-        return _ingest(src, store, chunks, override, allow_gaps, name)
+        return _ingest(src, store, chunks, override, allow_gaps, name, mapping)
     finally:
         src.close()
 
 
-def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Array:
+def parse_phases(phases) -> dict[int, str] | None:
+    """A phase naming as ``{code in the file: name}`` in the order of the new codes 0, 1, ...
+
+    Accepts a list of names (codes 0, 1, ...), a mapping ``{code: name}``, or the text
+    forms ``"pore,cbd,nmc"`` and ``"0=pore,170=cbd,85=nmc"``.
+    """
+    if phases is None:
+        return None
+    if isinstance(phases, str):
+        items = [p.strip() for p in phases.split(",") if p.strip()]
+        if items and all("=" in p for p in items):
+            pairs = []
+            for p in items:
+                code, _, nm = p.partition("=")
+                try:
+                    pairs.append((int(code), nm.strip()))
+                except ValueError:
+                    raise ConfigError(f"phases: {p!r} is not CODE=NAME with an integer code") from None
+            phases = dict(pairs)
+            if len(phases) != len(pairs):
+                raise ConfigError(f"phases: a code is named twice in {items}")
+        elif any("=" in p for p in items):
+            raise ConfigError(f"phases: give either names (pore,cbd,nmc) or CODE=NAME pairs, not both: {items}")
+        else:
+            phases = items
+    if isinstance(phases, dict):
+        try:
+            codes = [int(c) for c in phases]
+        except (TypeError, ValueError):
+            raise ConfigError(f"phases: codes must be integers, got {list(phases)}") from None
+        if any(not 0 <= c <= 65535 for c in codes):
+            raise ConfigError(f"phases: codes must be in 0..65535, got {codes}")
+        names = check_phase_names(list(phases.values()))
+        return dict(zip(codes, names))
+    names = check_phase_names(phases)
+    return dict(enumerate(names))
+
+
+#: A segmentation holds a few phase codes; more distinct values than this is a greyscale image.
+MAX_PHASE_CODES = 16
+
+
+def _scan_codes(src: _Source, where: str) -> np.ndarray:
+    """Voxel count of every value of an integer stack, one slab at a time (a first read)."""
+    if src.dtype.kind not in "ub":
+        raise InputError(f"{where}: a segmentation must hold unsigned integer phase codes, "
+                         f"got dtype {src.dtype}")
+    counts = np.zeros(256 if src.dtype.itemsize == 1 else 65536, np.int64)
+    cz = max(1, min(32, src.shape[0]))
+    buf = np.empty((cz, *src.shape[1:]), src.dtype)
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        for z0 in range(0, src.shape[0], cz):
+            z1 = min(z0 + cz, src.shape[0])
+            slab = src.read(z0, z1, pool, buf)
+            counts += np.bincount(slab.ravel().view(np.uint8 if src.dtype.itemsize == 1 else np.uint16),
+                                  minlength=counts.size)
+    return counts
+
+
+def _check_segmentation(counts: np.ndarray, mapping: dict[int, str] | None, where: str,
+                        run_phases: Sequence[str] = ()):
+    """The LUT from file codes to phase codes (None: keep them), after the checks."""
+    present = np.flatnonzero(counts).tolist()
+    if len(present) > MAX_PHASE_CODES:
+        raise InputError(
+            f"{where} holds {len(present)} distinct values ({present[0]}..{present[-1]}): a "
+            f"greyscale image, not a segmentation of at most {MAX_PHASE_CODES} phase codes. "
+            "Ingest greyscale as raw (the default name) and segment it, or pass the segmented volume"
+        )
+    if mapping is None:
+        beyond = [c for c in present if c >= len(run_phases)]
+        if beyond:
+            raise InputError(
+                f"{where} holds code(s) {beyond} but the run names only {len(run_phases)} phases "
+                f"({', '.join(f'{i}={n}' for i, n in enumerate(run_phases))}); name them, e.g. "
+                f"--phases {','.join(f'{c}=phase{c}' for c in present)}"
+            )
+        return None
+    absent = [c for c in mapping if counts[c] == 0] if max(mapping) < counts.size else list(mapping)
+    if absent:
+        raise InputError(
+            f"{where}: the phase mapping names code(s) {absent} "
+            f"({', '.join(mapping[c] for c in absent)}) but no voxel holds them; the volume "
+            f"holds the codes {present}"
+        )
+    unnamed = [c for c in present if c not in mapping]
+    if unnamed:
+        raise InputError(
+            f"{where} holds code(s) {unnamed} that the phase mapping does not name "
+            f"({', '.join(f'{c}={n}' for c, n in mapping.items())}); name every code"
+        )
+    if list(mapping) == list(range(len(mapping))):
+        return None
+    lut = np.zeros(counts.size, np.uint8)
+    for new, code in enumerate(mapping):
+        lut[code] = new
+    return lut
+
+
+def _ingest(src: _Source, store, chunks, override, allow_gaps, name, mapping=None) -> zarr.Array:
     where = str(src.path) if src.path else "source"
     shape = src.shape
     cz, cy, cx = chunks = _check_chunks(chunks, shape)
@@ -985,22 +1101,38 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
         "allow_gaps": bool(allow_gaps),
         "name": name,
     }
+    if mapping is not None:
+        params["phases"] = {str(c): n for c, n in mapping.items()}
     input_fp = src.fingerprint()
     stage_fp = fingerprint(input_fp, params)
     stage = "ingest" if name == "raw" else f"ingest:{name}"
 
-    run = store if isinstance(store, Run) else Run.create(store)
-    dest = (run.path / name).resolve()
+    # A store that does not exist yet is created only once the input has passed its checks.
+    store_path = store.path if isinstance(store, Run) else Path(store)
+    exists = store_path.exists() and (not store_path.is_dir() or any(store_path.iterdir()))
+    run = store if isinstance(store, Run) else (Run.create(store) if exists else None)
+    dest = (store_path / name).resolve()
     if src.path is not None and Path(src.path).resolve() == dest:
         raise InputError(f"{src.path}: the source is the destination array itself")
-    rec = run.stage(stage)
+    rec = run.stage(stage) if run is not None else None
     if rec and rec.get("fingerprint") == stage_fp and run.is_complete(name):
         log.info("%s is up to date (same input fingerprint and parameters)", name)
         return run.zarr_array(name)
 
+    lut = None
+    out_dtype = src.dtype
+    if name == "segmentation" or mapping is not None:
+        # One read to check the codes before anything is written (segmentations compress
+        # well and read fast; a wrong file must not replace a good array).
+        lut = _check_segmentation(_scan_codes(src, where), mapping, where,
+                                  run.phases if run is not None else DEFAULT_PHASES)
+        if lut is not None:
+            out_dtype = np.dtype(np.uint8)
+    if run is None:
+        run = Run.create(store)
     tmp_name = f"{name}_ingest_partial"
     t0 = time.perf_counter()
-    arr, z_start = _partial_array(run, tmp_name, shape, src.dtype, chunks, stage_fp, vs)
+    arr, z_start = _partial_array(run, tmp_name, shape, out_dtype, chunks, stage_fp, vs)
     if z_start:
         log.info("resuming an interrupted ingest of %s at slice %d", name, z_start)
     try:
@@ -1013,6 +1145,8 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
                 z1 = min(z0 + cz, shape[0])
                 # buffer k % 2 was last used by the write of slab k - 2, finished by now
                 slab = src.read(z0, z1, pool, buffers[k % 2])
+                if lut is not None:
+                    slab = lut[slab]
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(_write_slab, arr, z0, z1, slab, stage_fp)
@@ -1039,6 +1173,8 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name) -> zarr.Arr
         os.replace(final, old)
     os.replace(run.path / tmp_name, final)
     run.voxel_size = vs
+    if mapping is not None:
+        run.phases = list(mapping.values())
     run.mark_complete(name, source=params["source"], voxel_size_origin=vs_origin)
     shutil.rmtree(old, ignore_errors=True)
     run.record_stage(

@@ -498,7 +498,8 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
             for p in range(len(names))
         }
     thickness = {}
-    for p in a.thickness_phases:
+    # the configured phase lists are for three phases; a run with fewer measures those it has
+    for p in [p for p in a.thickness_phases if p < len(names)]:
         if vf.get(p, 0.0) >= 1.0:  # a phase filling the volume has no finite thickness
             thickness[names[p]] = {"undefined": f"{names[p]} fills the whole volume"}
             continue
@@ -511,10 +512,11 @@ def analyze_store(run: Run, a, *, write=None) -> dict:
     if a.tortuosity.enabled:
         out["tortuosity"] = {
             names[p]: _jsonable_table(M.tortuosity(phases, p, axis=a.axis, voxel_size=vs, **a.tortuosity.options))
-            for p in a.tortuosity.phases
+            for p in a.tortuosity.phases if p < len(names)
         }
     if a.interfaces:
-        out["interfaces"] = _named_phase_keys(_jsonable_table(M.interfaces(phases, voxel_size=vs)), names)
+        out["interfaces"] = _named_phase_keys(
+            _jsonable_table(M.interfaces(phases, voxel_size=vs, n_phases=len(names))), names)
     return out
 
 

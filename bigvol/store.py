@@ -125,7 +125,7 @@ class Run:
             {
                 "bigvol": {"version": __version__, "created_at": _now()},
                 "voxel_size": _check_voxel_size(voxel_size),
-                "phases": list(phases),
+                "phases": check_phase_names(phases),
                 "bigvol_stages": {},
             }
         )
@@ -161,7 +161,12 @@ class Run:
 
     @property
     def phases(self) -> list[str]:
+        """Phase (class) names, index = code in ``segmentation``."""
         return list(self.group.attrs.get("phases", DEFAULT_PHASES))
+
+    @phases.setter
+    def phases(self, names):
+        self.group.attrs["phases"] = check_phase_names(names)
 
     @property
     def stages(self) -> dict[str, dict]:
@@ -478,6 +483,18 @@ def _du(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def check_phase_names(names, *, where: str = "phases") -> list[str]:
+    """Phase names as a list of distinct non-empty strings (index = phase code)."""
+    if isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise ConfigError(f"{where}: give a list of phase names, got {names!r}")
+    out = [str(n).strip() for n in names]
+    if len(out) < 2 or len(out) > 255:
+        raise ConfigError(f"{where}: between 2 and 255 phases, got {len(out)}: {out}")
+    if any(not n for n in out) or len(set(out)) != len(out):
+        raise ConfigError(f"{where}: phase names must be distinct and non-empty, got {out}")
+    return out
 
 
 def _check_voxel_size(vs) -> list[float] | None:
