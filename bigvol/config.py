@@ -40,6 +40,10 @@ class InputConfig(_Section):
     voxel_size: tuple[float | None, float | None, float | None] | None = None
     chunks: tuple[int, int, int] | None = None
     allow_gaps: bool = False
+    #: hand labels of the same stack (a TIFF / Zarr of the same shape; class codes, 255 =
+    #: unlabelled), stored as ``truth``: train on some of its slices
+    #: (``segment.train.labels: truth``) and score on the others (the evaluate stage)
+    truth: str | None = None
 
 
 class AlignConfig(_Section):
@@ -142,6 +146,9 @@ class Config(_Section):
     """The whole pipeline (``bigvol.run``)."""
 
     run: str
+    #: phase (class) names, index = code; default pore, solid electrolyte, active material.
+    #: The number of names is the number of classes the SegNet and the threshold segment.
+    phases: list[str] | None = None
     input: InputConfig = Field(default_factory=InputConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
     destripe: DestripeConfig = Field(default_factory=DestripeConfig)

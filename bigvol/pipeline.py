@@ -37,7 +37,7 @@ from . import __version__
 from .cluster import compute_context
 from .config import Config, load_config
 from .errors import ConfigError, InputError
-from .store import Run, fingerprint
+from .store import DEFAULT_PHASES, Run, fingerprint
 
 log = logging.getLogger(__name__)
 runlog = logging.getLogger("bigvol.runlog")
@@ -104,7 +104,13 @@ class Pipeline:
         if not os.access(path.parent, os.W_OK):
             raise InputError(f"the output folder {path.parent} is not writable")
         vs = self.cfg.input.voxel_size
-        return Run.create(path, voxel_size=vs if vs is not None and None not in vs else None)
+        return Run.create(path, voxel_size=vs if vs is not None and None not in vs else None,
+                          phases=self.cfg.phases or DEFAULT_PHASES)
+
+    @property
+    def phases(self) -> list[str]:
+        """The run's phase names: the config's, else those the store holds."""
+        return list(self.cfg.phases) if self.cfg.phases else self.run.phases
 
     @contextmanager
     def _progress(self, label: str):
@@ -193,9 +199,19 @@ class Pipeline:
 
             ingest(inp.source, self.run, chunks=inp.chunks or self.cfg.compute.chunks,
                    voxel_size=inp.voxel_size, allow_gaps=inp.allow_gaps)
+            if inp.truth:
+                ingest(inp.truth, self.run, chunks=inp.chunks or self.cfg.compute.chunks,
+                       voxel_size=inp.voxel_size, allow_gaps=inp.allow_gaps, name="truth")
+                raw, truth = self.run.zarr_array("raw"), self.run.zarr_array("truth")
+                if truth.shape != raw.shape:
+                    raise InputError(f"input.truth {inp.truth} has shape {truth.shape} but "
+                                     f"input.source {inp.source} has shape {raw.shape}")
             return {"source": str(inp.source)}
 
-        return self._stage("input", params, (), ("raw",), body)
+        if inp.truth:
+            params["truth_files"] = _source_fingerprint(inp.truth)
+        outputs = ("raw", "truth") if inp.truth else ("raw",)
+        return self._stage("input", params, (), outputs, body)
 
     def stage_normalize(self):
         c = self.cfg
@@ -255,7 +271,7 @@ class Pipeline:
             self.fps["train"] = fingerprint("model", _source_fingerprint(str(self.model_path)))
             return None
         slices = self._training_slices()
-        params = {"train": seg.train.model_dump(), "slices": slices}
+        params = {"train": seg.train.model_dump(), "slices": slices, "phases": self.phases}
         self.model_path = self.paths["model"]
 
         def body(fp):
@@ -263,8 +279,9 @@ class Pipeline:
 
             stack = self.run.read("normalized")
             labels = self._training_labels(slices)
-            model = segment.train(stack, labels, slices=slices, progress=self.progress,
-                                  **seg.train.options)
+            opts = dict(seg.train.options)
+            opts.setdefault("classes", self.phases)
+            model = segment.train(stack, labels, slices=slices, progress=self.progress, **opts)
             model.save(self.model_path)
             return {"model": str(self.model_path), "slices": slices}
 
@@ -286,7 +303,7 @@ class Pipeline:
 
     def stage_segment(self):
         seg = self.cfg.segment
-        params = seg.model_dump(exclude={"train"})
+        params = {**seg.model_dump(exclude={"train"}), "phases": self.phases}
         upstream = ("normalize", "train") if seg.method == "segnet" else ("normalize",)
         outputs = ("segmentation",) + (("threshold",) if seg.baseline else ())
         if seg.probabilities and seg.method == "segnet":
@@ -308,11 +325,17 @@ class Pipeline:
                     pred = self.run.read("probabilities").argmax(axis=0).astype(np.uint8)
                 else:
                     pred = segment.predict(stack, model, **kw)
+                if model.n_classes != len(self.phases):
+                    raise ConfigError(
+                        f"the model {self.model_path} segments {model.n_classes} classes "
+                        f"({', '.join(model.classes)}) but the run names {len(self.phases)} "
+                        f"phases ({', '.join(self.phases)}); set phases: to the model's classes")
             else:
-                pred = segment.threshold(stack)
+                pred = segment.threshold(stack, classes=len(self.phases))
             self._write("segmentation", pred, fp)
             if seg.baseline:
-                self._write("threshold", segment.threshold(stack), fp)
+                self._write("threshold", segment.threshold(stack, classes=len(self.phases)), fp)
+            self.run.phases = self.phases
             return {}
 
         return self._stage("segment", params, upstream, outputs, body)
@@ -322,13 +345,27 @@ class Pipeline:
             return None
         methods = ["segmentation"] + (["threshold"] if "threshold" in self.run else [])
 
+        held_out = None
+        if self.cfg.segment.method == "segnet" and self.cfg.segment.train.labels == "truth" \
+                and self.cfg.segment.model is None and self.cfg.input.phantom is None:
+            # hand labels, not a phantom's exact truth: score only the slices not trained on
+            held_out = sorted(set(range(self.run.zarr_array("truth").shape[0]))
+                              - set(self._training_slices()))
+
         def body(fp):
+            import dask.array as da
+
             from .evaluate import evaluate
 
             truth = self.run.read("truth")
-            out = {}
+            if held_out is not None:
+                keep = np.zeros(truth.shape[0], bool)
+                keep[held_out] = True
+                keep = da.from_array(keep, chunks=(truth.chunks[0],))
+                truth = da.where(keep[:, None, None], truth, np.uint8(255)).astype(truth.dtype)
+            out = {"scored_slices": held_out} if held_out is not None else {}
             for m in methods:
-                r = evaluate(truth, self.run.read(m))
+                r = evaluate(truth, self.run.read(m), n_classes=len(self.phases))
                 key = ("segnet" if self.cfg.segment.method == "segnet" else "threshold") if m == "segmentation" else "threshold"
                 out[key] = {
                     "accuracy": r["accuracy"],
@@ -341,7 +378,7 @@ class Pipeline:
                 }
             return out
 
-        return self._stage("evaluate", {"methods": methods}, ("segment",), (), body)
+        return self._stage("evaluate", {"methods": methods, "held_out": held_out}, ("segment",), (), body)
 
     def stage_analyze(self):
         a = self.cfg.analyze
