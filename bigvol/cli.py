@@ -334,6 +334,9 @@ def _add_train(sub) -> None:
     p.add_argument("--k", type=int, default=None,
                    help="adjacent slices as input (odd; default 1, or the --init model's)")
     p.add_argument("--preset", default="slim", choices=("slim", "paper", "tiny"))
+    p.add_argument("--classes", default=None, metavar="NAMES",
+                   help="class names, comma-separated, index = label code (default the run's "
+                   "phases, e.g. background,mitochondrion for two classes)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--crop", type=int, default=224)
@@ -369,13 +372,15 @@ def _cmd_train(args) -> int:
         "array": name, "labels": args.labels, "slices": args.slices, "k": args.k,
         "preset": args.preset, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
         "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "time_limit": args.time_limit, "init": args.init,
+        "time_limit": args.time_limit, "init": args.init, "classes": args.classes,
     }
+    classes = ([c.strip() for c in args.classes.split(",")] if args.classes
+               else (None if args.init else run.phases))
     model = train(
         stack, labels, slices=args.slices, k=args.k, preset=args.preset, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, crop=args.crop, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, time_limit=args.time_limit, device=args.device,
-        progress=not args.quiet, init=args.init,
+        progress=not args.quiet, init=args.init, classes=classes,
     )
     model.save(out)
     rec = model.record
@@ -437,6 +442,7 @@ def _cmd_segment(args) -> int:
             seg = predict(stack, model, tile=args.tile, overlap=args.overlap, device=args.device,
                           tta=args.tta)
         run.write("segmentation", seg, fingerprint=fp)
+    run.phases = model.classes  # the codes now mean the model's classes
     dt = time.perf_counter() - t0
     run.record_stage("segment", parameters=params, fingerprint=fp, outputs=outputs,
                      extra={"model": str(args.model)})
