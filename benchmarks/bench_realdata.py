@@ -137,13 +137,18 @@ def run_segnet(ds, budget: float, seed: int, skips: bool | None, tta: int,
         labs = [lab[z] for (_, lab), tr in zip(ds["groups"], ds["train"]) for z in tr]
         model = bv.segment.train(imgs, labs, **opts)
     t_train = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    preds = [bv.segment.predict(da.from_array(raw, chunks=(4,) + raw.shape[1:]), model, tta=tta).compute()
-             for raw, _ in ds["groups"]]
     rec = model.record
-    return preds, {"train_s": t_train, "train_cpu_s": rec["cpu_s"], "steps": rec["steps"],
-                   "stopped": rec["stopped"], "best_epoch": rec["best_epoch"],
-                   "predict_s": time.perf_counter() - t1, "skips": bool(model.config.get("skips"))}
+    info = {"train_s": t_train, "train_cpu_s": rec["cpu_s"], "steps": rec["steps"],
+            "stopped": rec["stopped"], "best_epoch": rec["best_epoch"],
+            "skips": bool(model.config.get("skips"))}
+    out = {}
+    for views in sorted({1, tta}):
+        t1 = time.perf_counter()
+        preds = [bv.segment.predict(da.from_array(raw, chunks=(4,) + raw.shape[1:]), model, tta=views).compute()
+                 for raw, _ in ds["groups"]]
+        out["segnet" if views == 1 else f"segnet-tta{views}"] = (
+            preds, dict(info, predict_s=time.perf_counter() - t1, tta=views))
+    return out
 
 
 def _features(raw: np.ndarray, z: int, k: int) -> np.ndarray:
@@ -239,24 +244,25 @@ def main(argv=None) -> int:
               f"scored on {sum(map(len, held))} slices ({truth.size / 1e6:.1f} MPx)", flush=True)
         for method in args.methods.split(","):
             if method == "segnet":
-                preds, info = run_segnet(ds, args.budget, args.seed,
-                                         None if args.skips is None else bool(args.skips), args.tta,
-                                         args.patience)
+                runs = run_segnet(ds, args.budget, args.seed,
+                                  None if args.skips is None else bool(args.skips), args.tta,
+                                  args.patience)
             elif method == "forest":
-                preds, info = run_forest(ds, args.seed)
+                runs = {"forest": run_forest(ds, args.seed)}
             elif method == "otsu":
-                preds, info = run_otsu(ds, n)
+                runs = {"otsu": run_otsu(ds, n)}
             else:
                 raise SystemExit(f"unknown method {method!r}")
-            pred = np.concatenate([p[h].ravel() for p, h in zip(preds, held)])
-            sc = score(truth, pred, n)
-            sc.update(info)
-            results[name][method] = sc
-            print(f"{method:7s} accuracy {sc['accuracy']:.4f}  mean IoU {sc['mean_iou']:.4f}  IoU "
-                  + " / ".join(f"{c} {v:.3f}" for c, v in zip(ds["classes"], sc["iou"]))
-                  + f"  train {info['train_s']:.0f} s, predict {info['predict_s']:.0f} s"
-                  + (f", {info['steps']} steps ({info['stopped']}, best epoch {info['best_epoch']})"
-                     if "steps" in info else ""), flush=True)
+            for label, (preds, info) in runs.items():
+                pred = np.concatenate([p[h].ravel() for p, h in zip(preds, held)])
+                sc = score(truth, pred, n)
+                sc.update(info)
+                results[name][label] = sc
+                print(f"{label:12s} accuracy {sc['accuracy']:.4f}  mean IoU {sc['mean_iou']:.4f}  IoU "
+                      + " / ".join(f"{c} {v:.3f}" for c, v in zip(ds["classes"], sc["iou"]))
+                      + f"  train {info['train_s']:.0f} s, predict {info['predict_s']:.0f} s"
+                      + (f", {info['steps']} steps ({info['stopped']}, best epoch {info['best_epoch']})"
+                         if "steps" in info else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
