@@ -236,3 +236,17 @@ def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path):
     rc = main(["train", str(tmp_path / "run.zarr"), "--labels", str(tmp_path / "bad.tif"),
                "--slices", "1", "--preset", "tiny", "--quiet", "--out", str(out)])
     assert rc == 2
+
+
+def test_read_labels_takes_the_given_slices_of_a_whole_stack_label_file(tmp_path, data):
+    import tifffile
+
+    from bigvol.segment.train import read_labels
+
+    _, truth = data
+    tifffile.imwrite(tmp_path / "stack.tif", truth)  # one page per slice of the volume
+    np.testing.assert_array_equal(read_labels(tmp_path / "stack.tif", slices=[1, 6]), truth[[1, 6]])
+    tifffile.imwrite(tmp_path / "two.tif", truth[[1, 6]])  # one page per labelled slice
+    np.testing.assert_array_equal(read_labels(tmp_path / "two.tif", slices=[1, 6]), truth[[1, 6]])
+    with pytest.raises(InputError, match="2 label images .* but 3 slices"):
+        read_labels(tmp_path / "two.tif", slices=[1, 6, 7])

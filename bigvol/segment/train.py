@@ -93,7 +93,9 @@ def read_labels(source, slices: Sequence[int] | None = None) -> np.ndarray:
         (one per labelled slice, taken in sorted file-name order), or a list of image files.
         Values are class codes, 255 = unlabelled.
     slices : sequence of int, optional
-        The slice indices the labels belong to; only their number is checked here.
+        The slice indices the labels belong to. With one image per slice only their number
+        is checked; a multi-page TIFF with more pages than the largest index is a label
+        stack of the whole volume, and the pages at ``slices`` are taken.
 
     Examples
     --------
@@ -106,7 +108,13 @@ def read_labels(source, slices: Sequence[int] | None = None) -> np.ndarray:
         source = files
     labs, names = _as_label_list(source)
     if slices is not None and len(labs) != len(slices):
-        raise InputError(f"{len(labs)} label images in {names[0]}... but {len(slices)} slices given")
+        if len(labs) > max(int(s) for s in slices) >= 0 and min(int(s) for s in slices) >= 0:
+            # a label stack of the whole volume (one page per slice): take the given slices
+            labs = [labs[int(s)] for s in slices]
+            names = [names[int(s)] for s in slices]
+        else:
+            raise InputError(f"{len(labs)} label images in {names[0]}... but {len(slices)} slices "
+                             "given (give one image per slice, or a label stack of the whole volume)")
     shapes = {lab.shape for lab in labs}
     if len(shapes) > 1:
         raise InputError(f"label images of different shapes: {sorted(shapes)}")
