@@ -86,8 +86,6 @@ def load(name: str, root: Path = REALDATA) -> dict:
     if name in PHANTOMS:
         # Renders nobody tuned on: other seeds, particle sizes, noise, drift. Normalized to
         # the middle slice as the pipeline does; 4 slices spread along z, k = 5.
-        import bigvol.normalize
-
         seed, params = PHANTOMS[name]
         image, truth = bv.synth.phantom((48, 384, 384), seed=seed, **params)
         raw = bv.normalize.match_histograms(image).compute()
