@@ -1067,7 +1067,7 @@ def _check_segmentation(counts: np.ndarray, mapping: dict[int, str] | None, wher
                 f"--phases {','.join(f'{c}=phase{c}' for c in present)}"
             )
         return None
-    absent = [c for c in mapping if counts[c] == 0] if max(mapping) < counts.size else list(mapping)
+    absent = [c for c in mapping if c >= counts.size or counts[c] == 0]
     if absent:
         raise InputError(
             f"{where}: the phase mapping names code(s) {absent} "
