@@ -252,7 +252,7 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins="auto", max
         "auto" (default): bins scaled to the voxel size. :func:`local_thickness` takes the
         values ``2 j s`` (``s`` the smallest voxel size in nm, 1 without ``voxel_size``),
         so each bin holds ``m`` of these levels (the fewest that give at most
-        ``max_bins`` bins), centred on them: edges ``0, (m + 1/2) 2s, (2m + 1/2) 2s, ...``.
+        ``max_bins`` bins), centred on them: edges ``s, (m + 1/2) 2s, (2m + 1/2) 2s, ...``.
         No bin is empty for want of a level, and no level is split (a 390 nm voxel gives
         780 nm steps, not 50 bins of 31 nm of which two are filled). An int: that many
         equal-width bins from 0 to the largest thickness.
@@ -275,7 +275,7 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins="auto", max
     >>> s["mean_vox"], s["median_vox"], s["histogram_volume_fraction"]
     (2.6666666666666665, 2.0, [0.6666666666666666, 0.3333333333333333])
     >>> s["histogram_edges_vox"]
-    [0.0, 3.0, 5.0]
+    [1.0, 3.0, 5.0]
     """
     if not isinstance(thickness, da.Array):
         thickness = da.from_array(np.asarray(thickness), chunks="auto")
@@ -329,7 +329,8 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins="auto", max
         levels = max(1, math.ceil(values[-1] / step - 1e-9))
         m = math.ceil(levels / int(max_bins))
         nb = levels // m + 1 if levels % m else levels // m
-        edges = np.concatenate([[0.0], (np.arange(1, nb + 1) * m + 0.5) * step])
+        first = min(0.5 * step, float(values[0]))  # a bin centred on the first level 2s
+        edges = np.concatenate([[first], (np.arange(1, nb + 1) * m + 0.5) * step])
     else:
         edges = np.linspace(0.0, float(values[-1]), int(bins) + 1)
     hist, _ = np.histogram(values, bins=edges, weights=counts)
