@@ -37,7 +37,7 @@ from . import __version__
 from .cluster import compute_context
 from .config import Config, load_config
 from .errors import ConfigError, InputError
-from .store import DEFAULT_PHASES, Run, fingerprint
+from .store import DEFAULT_PHASES, UNLABELLED, Run, fingerprint
 
 log = logging.getLogger(__name__)
 runlog = logging.getLogger("bigvol.runlog")
@@ -315,6 +315,11 @@ class Pipeline:
             stack = self.run.read("normalized")
             if seg.method == "segnet":
                 model = segment.Model.load(self.model_path)
+                if model.n_classes != len(self.phases):
+                    raise ConfigError(
+                        f"the model {self.model_path} segments {model.n_classes} classes "
+                        f"({', '.join(model.classes)}) but the run names {len(self.phases)} "
+                        f"phases ({', '.join(self.phases)}); set phases: to the model's classes")
                 kw = dict(tile=seg.tile, overlap=seg.overlap, device=seg.device, amp=seg.amp,
                           tta=seg.tta)
                 if seg.probabilities:
@@ -325,11 +330,6 @@ class Pipeline:
                     pred = self.run.read("probabilities").argmax(axis=0).astype(np.uint8)
                 else:
                     pred = segment.predict(stack, model, **kw)
-                if model.n_classes != len(self.phases):
-                    raise ConfigError(
-                        f"the model {self.model_path} segments {model.n_classes} classes "
-                        f"({', '.join(model.classes)}) but the run names {len(self.phases)} "
-                        f"phases ({', '.join(self.phases)}); set phases: to the model's classes")
             else:
                 pred = segment.threshold(stack, classes=len(self.phases))
             self._write("segmentation", pred, fp)
@@ -362,7 +362,7 @@ class Pipeline:
                 keep = np.zeros(truth.shape[0], bool)
                 keep[held_out] = True
                 keep = da.from_array(keep, chunks=(truth.chunks[0],))
-                truth = da.where(keep[:, None, None], truth, np.uint8(255)).astype(truth.dtype)
+                truth = da.where(keep[:, None, None], truth, UNLABELLED).astype(truth.dtype)
             out = {"scored_slices": held_out} if held_out is not None else {}
             for m in methods:
                 r = evaluate(truth, self.run.read(m), n_classes=len(self.phases))
