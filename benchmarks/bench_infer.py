@@ -107,8 +107,8 @@ def main(argv=None) -> int:
         if preset == "slim":
             t0v = timed(overlap=0)
             Y, X = shape[1:]
-            print(f"  tile-overlap overhead (time / time without overlap; tiled px / image px; "
-                  f"3000x2000 slice tiled px / image px):")
+            print("  tile-overlap overhead (time / time without overlap; tiled px / image px; "
+                  "3000x2000 slice tiled px / image px):")
             print(f"    overlap   0: 1.00 ({t0v:.1f} s); {tiled_pixels(Y, X, args.tile, 0):.2f}; "
                   f"{tiled_pixels(2000, 3000, args.tile, 0):.2f}")
             for ov in sorted({32, args.tile // 4, args.tile // 2}):

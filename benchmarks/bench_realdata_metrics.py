@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     print(f"isolated NMC along axis 0: {iso:.4f} (published 1 - 0.9612 = 0.0388)")
     s = bv.metrics.interfaces(d, stereology=False)
     for p in range(3):
-        print(f"face-count specific surface {NAMES[p]:5s} {s[f'specific_surface_{p}_vox-1']:.5f} /voxel  "
+        print(f"face-count specific surface {NAMES[p]:5s} {s['surfaces']['specific_surface_vox-1'][p]:.5f} /voxel  "
               f"published {PUBLISHED['surface_per_voxel'][p]:.5f}")
     out.update(volume_fractions=vf, isolated_nmc=iso, surfaces=s)
 

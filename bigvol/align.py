@@ -22,8 +22,7 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
-from ._stack import as_stack as _as_stack
-from ._stack import cast_to as _cast
+from .validate import as_stack, cast_to
 from .errors import InputError
 
 __all__ = ["estimate_shifts", "apply_shifts", "DETREND"]
@@ -127,7 +126,7 @@ def estimate_shifts(
     >>> estimate_shifts(da.from_array(s), detrend=None, window=None).compute()[1]
     array([ 2., -3.])
     """
-    stack = _as_stack(stack)
+    stack = as_stack(stack)
     if detrend not in DETREND:
         raise InputError(f"detrend must be one of {DETREND}, got {detrend!r}")
     if not (isinstance(downsample, (int, np.integer)) and downsample >= 1):
@@ -198,7 +197,7 @@ def _shift_block(block, dy, dx, *, order, mode, cval, halo, max_shift):
             block[i].astype(np.float64), (-sy, -sx), order=order, mode=mode, cval=cval,
             prefilter=False,
         )
-        out[i] = _cast(moved, block.dtype)
+        out[i] = cast_to(moved, block.dtype)
     return out
 
 
@@ -244,7 +243,7 @@ def apply_shifts(
     >>> int(apply_shifts(s, [[1, 1]], order=0, mode="constant").compute()[0, 2, 2])
     9
     """
-    stack = _as_stack(stack)
+    stack = as_stack(stack)
     n = stack.shape[0]
     if order not in (0, 1):
         raise InputError(f"order must be 0 (nearest) or 1 (linear), got {order!r}")

@@ -66,7 +66,7 @@ def _cmd_info(args) -> int:
     return 0
 
 
-# -- ingest -------------------------------------------------------------------------------
+# -- ingest / synth ---------------------------------------------------------------------
 def _size_or_auto(text: str):
     if text.lower() in ("auto", "-"):
         return None
@@ -104,43 +104,6 @@ def _add_ingest(sub) -> None:
     p.set_defaults(func=_cmd_ingest)
 
 
-def _cmd_ingest(args) -> int:
-    import math
-    import time
-
-    from .ingest import ingest
-    from .store import Run, StoreError
-
-    stage = "ingest" if args.name == "raw" else f"ingest:{args.name}"
-    try:
-        before = Run.open(args.run).stage(stage)
-    except StoreError:
-        before = None
-    t0 = time.perf_counter()
-    arr = ingest(args.source, args.run, chunks=args.chunks, voxel_size=args.voxel_size,
-                 allow_gaps=args.allow_gaps, name=args.name, phases=args.phases)
-    dt = time.perf_counter() - t0
-    run = Run.open(args.run)
-    vs = run.voxel_size
-    rec = run.stage(stage) or {}
-    if before is not None and rec == before:
-        print(f"{args.run}/{args.name} is up to date with {args.source} "
-              f"(same files and parameters): nothing to do")
-        return 0
-    vs_text = "unknown" if vs is None else " x ".join(f"{v:g}" for v in vs) + " nm"
-    if vs is not None and rec.get("voxel_size_origin"):
-        vs_text += f" ({rec['voxel_size_origin']})"
-    n = math.prod(arr.shape)
-    print(
-        f"ingested {args.source} -> {args.run}/{args.name}: {tuple(arr.shape)} {arr.dtype}, "
-        f"chunks {tuple(arr.chunks)}, voxel size {vs_text}, {dt:.1f} s "
-        f"({n / max(dt, 1e-9) / 1e6:.1f} MVx/s)"
-    )
-    return 0
-
-
-
-# -- synth --------------------------------------------------------------------------------
 def _add_synth(sub) -> None:
     p = sub.add_parser(
         "synth",
@@ -176,57 +139,6 @@ def _add_synth(sub) -> None:
                    help="threads (default), synchronous, processes, or a scheduler address")
     p.add_argument("--workers", type=int, default=None, help="threads or worker processes")
     p.set_defaults(func=_cmd_synth)
-
-
-def _cmd_synth(args) -> int:
-    import math
-    import time
-
-    import dask.array as da
-
-    from . import synth
-    from .cluster import compute_context
-    from .store import Run, fingerprint
-
-    params = {
-        k: getattr(args, k)
-        for k in ("shine_through", "edge_brightening", "noise", "blur", "small_pores",
-                  "contact_gaps", "am_fraction", "am_d50_um", "am_gradient", "crack_fraction",
-                  "se_fraction", "se_size_um", "curtaining", "brightness_drift", "xy_drift_px")
-        if getattr(args, k) is not None
-    }
-    if args.voxel_size is not None:
-        params["voxel_size"] = tuple(args.voxel_size)
-    shape = tuple(args.shape)
-    full = synth.parameters(shape=shape, seed=args.seed, dtype=args.dtype, **params)
-    image, truth = synth.phantom(shape, seed=args.seed, chunks=args.chunks, dtype=args.dtype,
-                                 **params)
-    chunks = tuple(c[0] for c in image.chunks)
-    fp = fingerprint("synth", full, chunks)
-    run = Run.create(args.run, voxel_size=full["voxel_size"])
-    if run.stage("synth") and run.stage("synth").get("fingerprint") == fp \
-            and run.is_complete("raw") and run.is_complete("truth"):
-        print(f"{args.run} already holds this phantom (same parameters): nothing to do")
-        return 0
-    run.forget_stage("synth")
-    arrays = [
-        run.create_array(name, shape=shape, dtype=a.dtype, chunks=chunks)
-        for name, a in (("raw", image), ("truth", truth))
-    ]
-    t0 = time.perf_counter()
-    # one pass: the image and the truth of a chunk come from the same task
-    with compute_context(args.scheduler, workers=args.workers):
-        da.store([image, truth], arrays, lock=False)
-    dt = time.perf_counter() - t0
-    run.mark_complete("raw")
-    run.mark_complete("truth")
-    shifts = synth.true_shifts(shape, seed=args.seed, xy_drift_px=full["xy_drift_px"])
-    run.record_stage("synth", parameters=full, fingerprint=fp, outputs=("raw", "truth"),
-                     extra={"true_shifts": shifts.tolist()})
-    n = math.prod(shape)
-    print(f"phantom {shape} {args.dtype} seed {args.seed} -> {args.run} (raw, truth), "
-          f"chunks {chunks}, {dt:.1f} s ({n / max(dt, 1e-9) / 1e6:.1f} MVx/s)")
-    return 0
 
 
 # -- run / demo / analyze (the pipeline) ----------------------------------------------------
@@ -315,12 +227,93 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
-# -- train / segment (SegNet) -----------------------------------------------------------------
-def _default_image_array(run) -> str:
-    return "normalized" if run.is_complete("normalized") else "raw"
+# -- stage commands: parse the arguments, call the stage (bigvol.stages), print a line ------
+def _opt(p, model, field: str, *flags, help: str = "", **kw) -> None:
+    """A flag for an option of ``model``; its default is the model's (the function's)."""
+    default = model.model_fields[field].default
+    shown = "off" if default is None else default
+    p.add_argument(*flags, dest=field, default=argparse.SUPPRESS,
+                   help=f"{help} (default {shown})".strip(), **kw)
 
 
+def _options(args, model, **given):
+    """The ``model`` of the flags given; the others keep the model's defaults."""
+    opts = {k: v for k, v in vars(args).items() if k in model.model_fields}
+    return model(**{**opts, **given})
+
+
+def _done(outcome, what: str, args, seconds_of=None) -> int:
+    if outcome.skipped:
+        print(f"{args.run}: {outcome.name} is up to date (same inputs and parameters): "
+              "nothing to do")
+    else:
+        print(f"{what} in {outcome.seconds:.1f} s")
+    return 0
+
+
+def _rate(shape, seconds) -> str:
+    import math
+
+    return f"{math.prod(shape) / max(seconds, 1e-9) / 1e6:.1f} MVx/s"
+
+
+def _cmd_ingest(args) -> int:
+    from . import stages
+    from .store import Run
+
+    out = stages.ingest(args.run, args.source, name=args.name, chunks=args.chunks,
+                        voxel_size=args.voxel_size, allow_gaps=args.allow_gaps,
+                        phases=args.phases)
+    if out.skipped:
+        print(f"{args.run}/{args.name} is up to date with {args.source} "
+              f"(same files and parameters): nothing to do")
+        return 0
+    run = Run.open(args.run)
+    arr, vs, rec = run.zarr_array(args.name), run.voxel_size, out.record
+    vs_text = "unknown" if vs is None else " x ".join(f"{v:g}" for v in vs) + " nm"
+    if vs is not None and rec.get("voxel_size_origin"):
+        vs_text += f" ({rec['voxel_size_origin']})"
+    print(f"ingested {args.source} -> {args.run}/{args.name}: {tuple(arr.shape)} {arr.dtype}, "
+          f"chunks {tuple(arr.chunks)}, voxel size {vs_text}, {out.seconds:.1f} s "
+          f"({_rate(arr.shape, out.seconds)})")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from . import stages
+    from .cluster import compute_context
+    from .store import Run
+
+    params = {
+        k: getattr(args, k)
+        for k in ("shine_through", "edge_brightening", "noise", "blur", "small_pores",
+                  "contact_gaps", "am_fraction", "am_d50_um", "am_gradient", "crack_fraction",
+                  "se_fraction", "se_size_um", "curtaining", "brightness_drift", "xy_drift_px")
+        if getattr(args, k) is not None
+    }
+    if args.voxel_size is not None:
+        params["voxel_size"] = tuple(args.voxel_size)
+    from . import synth
+
+    synth.parameters(shape=tuple(args.shape), seed=args.seed, dtype=args.dtype, **params)
+    run = Run.create(args.run)
+    with compute_context(args.scheduler, workers=args.workers):
+        out = stages.synth(run, shape=args.shape, seed=args.seed, chunks=args.chunks,
+                           dtype=args.dtype, **params)
+    if out.skipped:
+        print(f"{args.run} already holds this phantom (same parameters): nothing to do")
+        return 0
+    chunks = run.zarr_array("raw").chunks
+    print(f"phantom {tuple(args.shape)} {args.dtype} seed {args.seed} -> {args.run} (raw, "
+          f"truth), chunks {tuple(chunks)}, {out.seconds:.1f} s "
+          f"({_rate(args.shape, out.seconds)})")
+    return 0
+
+
+# -- train / segment (SegNet) -----------------------------------------------------------
 def _add_train(sub) -> None:
+    from .options import TrainOptions as T
+
     p = sub.add_parser("train", help="train the SegNet on labelled slices of a run store")
     p.add_argument("run", help="run store (run.zarr)")
     p.add_argument("--labels", nargs="+", required=True,
@@ -331,128 +324,84 @@ def _add_train(sub) -> None:
     p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
     p.add_argument("--out", default=None,
                    help="model file to write (default <run>.model beside the store)")
-    p.add_argument("--k", type=int, default=None,
-                   help="adjacent slices as input (odd; default 1, or the --init model's)")
-    p.add_argument("--preset", default="slim", choices=("slim", "paper", "tiny"))
     p.add_argument("--classes", default=None, metavar="NAMES",
                    help="class names, comma-separated, index = label code (default the run's "
                    "phases, e.g. background,mitochondrion for two classes)")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--steps-per-epoch", type=int, default=50)
-    p.add_argument("--crop", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--init", default=None, metavar="MODEL",
-                   help="fine-tune this model file (after painting corrections, or on a new volume)")
+    _opt(p, T, "k", "--k", type=int,
+         help="adjacent slices as input (odd; off = 1, or the --init model's)")
+    _opt(p, T, "preset", "--preset", choices=("slim", "paper", "tiny"))
+    _opt(p, T, "epochs", "--epochs", type=int)
+    _opt(p, T, "steps_per_epoch", "--steps-per-epoch", type=int)
+    _opt(p, T, "crop", "--crop", type=int, help="side of the training patches, px")
+    _opt(p, T, "batch_size", "--batch-size", type=int)
+    _opt(p, T, "lr", "--lr", type=float, help="peak learning rate")
+    _opt(p, T, "seed", "--seed", type=int)
+    _opt(p, T, "time_limit", "--time-limit", type=float, help="stop after this many seconds")
+    _opt(p, T, "device", "--device", choices=("auto", "cpu", "cuda"))
+    _opt(p, T, "init", "--init", metavar="MODEL",
+         help="fine-tune this model file (after painting corrections, or on a new volume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
-    from .segment.train import read_labels, train
-    from .store import Run, fingerprint
+    from . import stages
+    from .options import TrainOptions
+    from .store import Run
 
     run = Run.open(args.run, mode="r+")
-    name = args.array or _default_image_array(run)
-    stack = run.read(name)
-    if args.labels == ["truth"]:
-        truth = run.zarr_array("truth")
-        labels = np.stack([truth[s] for s in args.slices])
-    else:
-        labels = read_labels(args.labels[0] if len(args.labels) == 1 else args.labels, args.slices)
-    out = Path(args.out) if args.out else Path(str(Path(args.run)).rstrip("/").removesuffix(".zarr") + ".model")
-    params = {
-        "array": name, "labels": args.labels, "slices": args.slices, "k": args.k,
-        "preset": args.preset, "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch,
-        "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "time_limit": args.time_limit, "init": args.init, "classes": args.classes,
-    }
-    classes = ([c.strip() for c in args.classes.split(",")] if args.classes
-               else (None if args.init else run.phases))
-    model = train(
-        stack, labels, slices=args.slices, k=args.k, preset=args.preset, epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch, crop=args.crop, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, time_limit=args.time_limit, device=args.device,
-        progress=not args.quiet, init=args.init, classes=classes,
-    )
-    model.save(out)
-    rec = model.record
-    run.record_stage("train", parameters=params, fingerprint=fingerprint(params, model.digest),
-                     outputs=[], extra={"model": str(out), "model_digest": model.digest})
-    acc = rec.get("best_val_accuracy")
-    print(
-        f"trained {model!r} in {rec['elapsed_s']:.0f} s ({rec['steps']} steps, {rec['stopped']}); "
-        f"validation accuracy {'n/a' if acc is None else f'{acc:.4f}'} -> {out}"
-    )
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    labels = "truth" if args.labels == ["truth"] else args.labels
+    out = stages.train(run, labels, args.slices, options=_options(args, TrainOptions),
+                       classes=classes, image=args.array, out=args.out,
+                       progress=not args.quiet)
+    r = out.results
+    if out.skipped:
+        print(f"{args.run}: the model {r['model']} is up to date (same images, labels and "
+              "options): nothing to do")
+        return 0
+    acc = r.get("best_val_accuracy")
+    print(f"trained {len(r['classes'])} classes in {r['elapsed_s']:.0f} s ({r['steps']} steps, "
+          f"{r['stopped']}); validation accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
+          f"-> {r['model']}")
     return 0
 
 
 def _add_segment(sub) -> None:
+    from .options import PredictOptions as P
+
     p = sub.add_parser("segment", help="segment every slice of a run store with a trained SegNet")
     p.add_argument("run", help="run store (run.zarr)")
     p.add_argument("--model", required=True, help="model file written by 'bigvol train'")
     p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
-    p.add_argument("--tile", type=int, default=None, help="tile side in px (default 256 CPU, 512 GPU)")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap in px (default tile/4)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _opt(p, P, "tile", "--tile", type=int, help="tile side in px (off: 256 CPU, 512 GPU)")
+    _opt(p, P, "overlap", "--overlap", type=int, help="tile overlap in px (off: tile/4)")
+    _opt(p, P, "device", "--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--probabilities", action="store_true",
                    help="also write the float16 class probabilities (c, z, y, x)")
-    p.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
-                   help="test-time augmentation: views averaged per tile (4: mirrored in y, x, "
-                   "both; 8: also quarter turns), at that many times the cost (default 1)")
+    _opt(p, P, "tta", "--tta", type=int, choices=(1, 2, 4, 8),
+         help="test-time augmentation: views averaged per tile (4: mirrored in y, x, both; "
+         "8: also quarter turns), at that many times the cost")
     p.add_argument("--scheduler", default="threads", help="threads | processes | ADDRESS")
     p.set_defaults(func=_cmd_segment)
 
 
 def _cmd_segment(args) -> int:
-    import math
-    import time
-
+    from . import stages
     from .cluster import compute_context
-    from .segment import Model, predict
-    from .store import Run, fingerprint
+    from .options import PredictOptions
+    from .store import Run
 
     run = Run.open(args.run, mode="r+")
-    name = args.array or _default_image_array(run)
-    stack = run.read(name)
-    model = Model.load(args.model)
-    params = {"array": name, "model_digest": model.digest, "tile": args.tile,
-              "overlap": args.overlap, "probabilities": args.probabilities, "tta": args.tta}
-    fp = fingerprint(params, run.zarr_array(name).attrs.get("bigvol", {}).get("fingerprint"))
-    t0 = time.perf_counter()
-    outputs = ["segmentation"]
     with compute_context(args.scheduler):
-        if args.probabilities:
-            proba = predict(stack, model, tile=args.tile, overlap=args.overlap,
-                            device=args.device, probabilities=True, tta=args.tta)
-            run.write("probabilities", proba, chunks=(proba.shape[0],) + tuple(c[0] for c in stack.chunks),
-                      fingerprint=fp)
-            # Codes from the stored probabilities: the network runs once.
-            p = run.read("probabilities")
-            seg = p.map_blocks(lambda b: b.argmax(0).astype("uint8"), drop_axis=0, dtype="uint8")
-            outputs.append("probabilities")
-        else:
-            seg = predict(stack, model, tile=args.tile, overlap=args.overlap, device=args.device,
-                          tta=args.tta)
-        run.write("segmentation", seg, fingerprint=fp)
-    run.phases = model.classes  # the codes now mean the model's classes
-    dt = time.perf_counter() - t0
-    run.record_stage("segment", parameters=params, fingerprint=fp, outputs=outputs,
-                     extra={"model": str(args.model)})
-    n = math.prod(stack.shape)
-    print(f"segmented {args.run}/{name} {tuple(stack.shape)} -> segmentation in {dt:.1f} s "
-          f"({n / max(dt, 1e-9) / 1e6:.2f} MPx/s) with {model!r}")
-    return 0
+        out = stages.segment(run, model=args.model, options=_options(args, PredictOptions),
+                             probabilities=args.probabilities, image=args.array)
+    shape = run.zarr_array("segmentation").shape
+    return _done(out, f"segmented {args.run}/{out.record['parameters']['image']} {shape} -> "
+                      f"segmentation ({_rate(shape, out.seconds)})", args)
 
 
-# -- preprocessing: normalize / align / destripe --------------------------------------------
+# -- preprocessing: normalize / align / destripe ----------------------------------------
 def _add_preprocess_common(p, default_output: str) -> None:
     p.add_argument("run", help="run store (run.zarr)")
     p.add_argument("--input", default="raw", help="array to read (default raw)")
@@ -461,171 +410,126 @@ def _add_preprocess_common(p, default_output: str) -> None:
     p.add_argument("--scheduler", default="threads", help="threads | processes | ADDRESS")
 
 
-def _preprocess_open(args):
-    from .errors import InputError
+def _preprocess(args, step: str, options) -> tuple:
+    from . import stages
+    from .cluster import compute_context
     from .store import Run
 
     run = Run.open(args.run, mode="r+")
-    if args.output == args.input:
-        raise InputError(f"--output {args.output!r} would overwrite the input; inputs are never modified")
-    stack = run.read(args.input)
-    upstream = run.zarr_array(args.input).attrs.get("bigvol", {}).get("fingerprint")
-    return run, stack, upstream
+    with compute_context(args.scheduler):
+        out = stages.preprocess(run, [(step, options)], source=args.input, output=args.output)
+    return run, out
 
 
 def _add_normalize(sub) -> None:
+    from .options import NormalizeOptions as N
+
     p = sub.add_parser(
         "normalize",
         help="map every slice's brightness/contrast onto a reference slice (histogram or percentile)",
     )
     _add_preprocess_common(p, "normalized")
-    p.add_argument("--method", default="histogram", choices=("histogram", "percentile"))
-    p.add_argument("--reference", nargs="+", type=int, default=None, metavar="Z",
-                   help="reference slice index, or START STOP (a pooled range); default the middle slice")
-    p.add_argument("--percentiles", nargs=2, type=float, default=(1.0, 99.0), metavar=("LO", "HI"),
-                   help="percentiles of the percentile method (default 1 99)")
-    p.add_argument("--smooth", type=int, default=None, metavar="N",
-                   help="running median of the per-slice mapping over N (odd) slices")
+    _opt(p, N, "method", "--method", choices=("histogram", "percentile"))
+    _opt(p, N, "reference", "--reference", nargs="+", type=int, metavar="Z",
+         help="reference slice index, or START STOP (a pooled range); off = the middle slice")
+    _opt(p, N, "percentiles", "--percentiles", nargs=2, type=float, metavar=("LO", "HI"),
+         help="percentiles of the percentile method")
+    _opt(p, N, "smooth", "--smooth", type=int, metavar="N",
+         help="running median of the per-slice mapping over N (odd) slices")
     p.set_defaults(func=_cmd_normalize)
 
 
 def _cmd_normalize(args) -> int:
-    import math
-    import time
-
-    from . import normalize
-    from .cluster import compute_context
     from .errors import InputError
-    from .store import fingerprint
+    from .options import NormalizeOptions
 
-    run, stack, upstream = _preprocess_open(args)
-    ref = args.reference
+    ref = getattr(args, "reference", None)
     if ref is not None:
         if len(ref) > 2:
             raise InputError(f"--reference takes one slice index or START STOP, got {ref}")
         ref = ref[0] if len(ref) == 1 else tuple(ref)
-    params = {"input": args.input, "method": args.method, "reference": ref,
-              "percentiles": list(args.percentiles), "smooth": args.smooth}
-    fp = fingerprint("normalize", params, upstream)
-    t0 = time.perf_counter()
-    with compute_context(args.scheduler):
-        fit = normalize.fit_lookup_tables(
-            stack, reference=ref, method=args.method, percentiles=args.percentiles,
-            smooth=args.smooth,
-        )
-        out = normalize.apply_lookup_tables(stack, fit["luts"])
-        stats = {"before": normalize.statistics_to_lists(fit["before"]),
-                 "after": normalize.statistics_to_lists(fit["after"])}
-        run.write(args.output, out, chunks=tuple(c[0] for c in stack.chunks), fingerprint=fp,
-                  attrs={"bigvol_normalize": {**params, "slice_statistics": stats}})
-    dt = time.perf_counter() - t0
-    run.record_stage("normalize" if args.output == "normalized" else f"normalize:{args.output}",
-                     parameters=params, fingerprint=fp, outputs=[args.output],
-                     extra={"slice_statistics": stats})
-    n = math.prod(stack.shape)
-    drift = (max(stats["before"]["mean"]) - min(stats["before"]["mean"]),
-             max(stats["after"]["mean"]) - min(stats["after"]["mean"]))
-    print(f"normalized {args.run}/{args.input} {tuple(stack.shape)} -> {args.output} "
-          f"({args.method}) in {dt:.1f} s ({n / max(dt, 1e-9) / 1e6:.1f} MVx/s); range of slice "
-          f"means {drift[0]:.1f} -> {drift[1]:.1f} gray levels")
-    return 0
+    run, out = _preprocess(args, "normalize", _options(args, NormalizeOptions, reference=ref))
+    st = out.results
+    drift = [max(st[k]["mean"]) - min(st[k]["mean"])
+             for k in ("statistics_before", "statistics_after")]
+    shape = run.zarr_array(args.output).shape
+    return _done(out, f"normalized {args.run}/{args.input} {shape} -> {args.output} "
+                      f"({_rate(shape, out.seconds)}); range of slice means {drift[0]:.1f} -> "
+                      f"{drift[1]:.1f} gray levels", args)
 
 
 def _add_align(sub) -> None:
+    from .options import AlignOptions as A
+
     p = sub.add_parser("align", help="remove slice-to-slice drift (phase cross-correlation)")
     _add_preprocess_common(p, "aligned")
-    p.add_argument("--crop", type=int, default=512,
-                   help="side of the central region registered, px (0 = whole slice; default 512)")
-    p.add_argument("--downsample", type=int, default=1, help="block-average factor before registration")
-    p.add_argument("--upsample", type=int, default=20, help="subpixel factor (default 20: 1/20 px)")
-    p.add_argument("--detrend", default="linear", choices=("linear", "mean", "none"),
-                   help="drift removal: subtract the linear trend (default) or the mean of the shifts")
-    p.add_argument("--order", type=int, default=1, choices=(0, 1), help="interpolation: 0 nearest, 1 linear")
-    p.add_argument("--mode", default="nearest", choices=("nearest", "constant", "reflect"),
-                   help="fill of pixels shifted in from outside the slice")
+    _opt(p, A, "crop", "--crop", type=int,
+         help="side of the central region registered, px (0 = whole slice)")
+    _opt(p, A, "downsample", "--downsample", type=int, help="block-average factor before registration")
+    _opt(p, A, "upsample_factor", "--upsample", type=int, help="subpixel factor (20: 1/20 px)")
+    _opt(p, A, "detrend", "--detrend", choices=("linear", "mean", "none"),
+         help="drift removal: subtract the linear trend or the mean of the shifts")
+    _opt(p, A, "order", "--order", type=int, choices=(0, 1), help="interpolation: 0 nearest, 1 linear")
+    _opt(p, A, "mode", "--mode", choices=("nearest", "constant", "reflect"),
+         help="fill of pixels shifted in from outside the slice")
     p.set_defaults(func=_cmd_align)
 
 
 def _cmd_align(args) -> int:
-    import math
-    import time
-
     import numpy as np
 
-    from . import align
-    from .cluster import compute_context
-    from .store import fingerprint
+    from .options import AlignOptions
 
-    run, stack, upstream = _preprocess_open(args)
-    detrend = None if args.detrend == "none" else args.detrend
-    params = {"input": args.input, "crop": args.crop or None, "downsample": args.downsample,
-              "upsample_factor": args.upsample, "detrend": detrend, "order": args.order,
-              "mode": args.mode}
-    fp = fingerprint("align", params, upstream)
-    t0 = time.perf_counter()
-    with compute_context(args.scheduler):
-        shifts = np.asarray(align.estimate_shifts(
-            stack, crop=args.crop or None, downsample=args.downsample,
-            upsample_factor=args.upsample, detrend=detrend,
-        ))
-        out = align.apply_shifts(stack, shifts, order=args.order, mode=args.mode)
-        shifts_list = shifts.tolist()
-        run.write(args.output, out, chunks=tuple(c[0] for c in stack.chunks), fingerprint=fp,
-                  attrs={"bigvol_align": {**params, "shifts_px": shifts_list}})
-    dt = time.perf_counter() - t0
-    run.record_stage("align" if args.output == "aligned" else f"align:{args.output}",
-                     parameters=params, fingerprint=fp, outputs=[args.output],
-                     extra={"shifts_px": shifts_list})
-    n = math.prod(stack.shape)
-    print(f"aligned {args.run}/{args.input} {tuple(stack.shape)} -> {args.output} in {dt:.1f} s "
-          f"({n / max(dt, 1e-9) / 1e6:.1f} MVx/s); largest shift {np.abs(shifts).max():.2f} px "
-          f"(shifts in {args.output}.attrs['bigvol_align']['shifts_px'])")
-    return 0
+    given = {}
+    if getattr(args, "crop", None) == 0:
+        given["crop"] = None
+    if getattr(args, "detrend", None) == "none":
+        given["detrend"] = None
+    run, out = _preprocess(args, "align", _options(args, AlignOptions, **given))
+    shape = run.zarr_array(args.output).shape
+    largest = float(np.abs(np.asarray(out.results["shifts_px"])).max())
+    return _done(out, f"aligned {args.run}/{args.input} {shape} -> {args.output} "
+                      f"({_rate(shape, out.seconds)}); largest shift {largest:.2f} px (in the "
+                      f"stage record: bigvol info --json)", args)
 
 
 def _add_destripe(sub) -> None:
+    from .options import DestripeOptions as D
+
     p = sub.add_parser("destripe", help="remove curtaining stripes (running along y)")
     _add_preprocess_common(p, "destriped")
-    p.add_argument("--method", default="column", choices=("column", "wavelet-fft"))
-    p.add_argument("--strength", type=float, default=1.0, help="fraction of the stripes removed (0-1)")
-    p.add_argument("--max-width", type=float, default=None,
-                   help="column method: only remove stripes narrower than about this many px")
-    p.add_argument("--classes", type=int, default=3, help="column method: gray-level classes (phases)")
-    p.add_argument("--sigma", type=float, default=2.0, help="wavelet-fft: damping width")
-    p.add_argument("--wavelet", default="db10", help="wavelet-fft: PyWavelets wavelet")
+    _opt(p, D, "method", "--method", choices=("column", "wavelet-fft"))
+    _opt(p, D, "strength", "--strength", type=float, help="fraction of the stripes removed (0-1)")
+    _opt(p, D, "max_width", "--max-width", type=float,
+         help="column method: only remove stripes narrower than about this many px")
+    _opt(p, D, "classes", "--classes", type=int, help="column method: gray-level classes (phases)")
+    _opt(p, D, "sigma", "--sigma", type=float, help="wavelet-fft: damping width")
+    _opt(p, D, "wavelet", "--wavelet", help="wavelet-fft: PyWavelets wavelet")
     p.set_defaults(func=_cmd_destripe)
 
 
 def _cmd_destripe(args) -> int:
-    import math
-    import time
+    from .options import DestripeOptions
 
-    from . import destripe
-    from .cluster import compute_context
-    from .store import fingerprint
+    opts = _options(args, DestripeOptions)
+    run, out = _preprocess(args, "destripe", opts)
+    shape = run.zarr_array(args.output).shape
+    return _done(out, f"destriped {args.run}/{args.input} {shape} -> {args.output} "
+                      f"({opts.method}, {_rate(shape, out.seconds)})", args)
 
-    run, stack, upstream = _preprocess_open(args)
-    params = {"input": args.input, "method": args.method, "strength": args.strength,
-              "max_width": args.max_width, "classes": args.classes, "sigma": args.sigma,
-              "wavelet": args.wavelet}
-    fp = fingerprint("destripe", params, upstream)
-    t0 = time.perf_counter()
-    with compute_context(args.scheduler):
-        out = destripe.destripe(stack, method=args.method, strength=args.strength,
-                                max_width=args.max_width, classes=args.classes,
-                                sigma=args.sigma, wavelet=args.wavelet)
-        run.write(args.output, out, chunks=tuple(c[0] for c in stack.chunks), fingerprint=fp,
-                  attrs={"bigvol_destripe": params})
-    dt = time.perf_counter() - t0
-    run.record_stage("destripe" if args.output == "destriped" else f"destripe:{args.output}",
-                     parameters=params, fingerprint=fp, outputs=[args.output])
-    n = math.prod(stack.shape)
-    print(f"destriped {args.run}/{args.input} {tuple(stack.shape)} -> {args.output} "
-          f"({args.method}) in {dt:.1f} s ({n / max(dt, 1e-9) / 1e6:.1f} MVx/s)")
+
+def _cmd_label(args) -> int:
+    from . import stages
+    from .store import Run
+
+    out = stages.label(Run.open(args.run, mode="r+"), args.phase, connectivity=args.connectivity)
+    r = out.results
+    print(f"{r['n_components']} components ({args.connectivity}-connected) -> "
+          f"{args.run}/{r['array']}" + (" (up to date)" if out.skipped else ""))
     return 0
 
 
-# -- label ----------------------------------------------------------------------------------
+# -- label ------------------------------------------------------------------------------
 def _add_label(sub) -> None:
     p = sub.add_parser(
         "label", help="connected components of a run's segmentation -> labels/<phase>"
@@ -638,15 +542,6 @@ def _add_label(sub) -> None:
     )
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26))
     p.set_defaults(func=_cmd_label)
-
-
-def _cmd_label(args) -> int:
-    from .label import write_labels
-    from .store import Run
-
-    name, n = write_labels(Run.open(args.run, mode="r+"), args.phase, connectivity=args.connectivity)
-    print(f"{n} components ({args.connectivity}-connected) -> {args.run}/{name}")
-    return 0
 
 
 # -- report / compare -----------------------------------------------------------------------
@@ -698,7 +593,9 @@ def _cmd_compare(args) -> int:
 
 
 # Subcommands in the order ``bigvol --help`` lists them.
-_COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train, _add_segment, _add_label, _add_report, _add_compare, _add_align, _add_destripe, _add_normalize]
+_COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train,
+             _add_segment, _add_label, _add_report, _add_compare, _add_align, _add_destripe,
+             _add_normalize]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

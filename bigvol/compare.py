@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from .conventions import output_paths
 from .errors import InputError
+from .record import NON_STRUCTURE_PREFIXES, flatten_metrics, format_csv_value, write_metrics_csv
 
 __all__ = [
     "flatten_metrics",
@@ -43,196 +44,12 @@ __all__ = [
     "compare",
 ]
 
-_AXES = ("z", "y", "x")
-#: Columns of a flattened metrics row that describe the run or its cost, not its structure;
-#: :func:`compare` does not correlate them unless asked.
-NON_STRUCTURE_PREFIXES = ("shape_", "voxel_size_", "timings_", "evaluation_", "normalization_")
-
-
-# -- flattening ----------------------------------------------------------------------------
-def _slug(name: Any) -> str:
-    """``"solid electrolyte"`` -> ``"solid_electrolyte"``; keeps ``-`` (as in ``um-1``)."""
-    s = re.sub(r"[^0-9A-Za-z_\-.]+", "_", str(name).strip()).strip("_")
-    return s.lower() if s else "_"
-
-
-def _num(v) -> float | None:
-    """A finite-or-nan float from a JSON scalar, or None when it is not a number."""
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
-    if v is None:
-        return math.nan
-    return None
-
-
-def _axis_name(a) -> str:
-    if isinstance(a, (int, np.integer)) and 0 <= int(a) < 3:
-        return _AXES[int(a)]
-    return _slug(a)
-
-
-def _flatten_generic(prefix: str, value, out: dict[str, float]) -> None:
-    """Scalars under nested dicts become ``prefix_key_subkey``; lists are left out."""
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _flatten_generic(f"{prefix}_{_slug(k)}", v, out)
-        return
-    x = _num(value)
-    if x is not None:
-        out[prefix] = x
-
-
-def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """One flat row of numbers from a nested ``metrics.json`` dict, units in the names.
-
-    Known sections become these columns (phase names slugged: ``"active material"`` ->
-    ``active_material``; axes ``0, 1, 2`` -> ``z, y, x``):
-
-    ================== ============================================================
-    section            columns
-    ================== ============================================================
-    shape              ``shape_z``, ``shape_y``, ``shape_x`` (voxels)
-    voxel_size_nm      ``voxel_size_z_nm`` ...
-    volume_fractions   ``volume_fraction_<phase>`` (0..1)
-    isolated_fraction  ``isolated_fraction_<phase>`` (0..1)
-    percolation        ``percolation_<phase>_<axis>_connected_fraction``,
-                       ``..._isolated_fraction``, ``..._n_components``
-    thickness          ``thickness_<phase>_<stat>`` for scalar stats, e.g. ``mean_nm``
-    tortuosity         ``tortuosity_<phase>_<key>``, e.g. ``tau``, ``eff_ratio``
-    interfaces         ``interfaces_<name>`` (the name carries ``um-1``)
-    evaluation         ``evaluation_<method>_accuracy``, ``..._recall_<phase>``,
-                       ``..._iou_<phase>``, ``..._accuracy_per_slice_min``
-    normalization      ``normalization_slice_mean_sd_before_gray`` / ``_after_gray``:
-                       the spread (standard deviation) of the per-slice mean brightness
-    timings_s          ``timings_<stage>_s``
-    ================== ============================================================
-
-    Any other section contributes its scalar leaves as ``<section>_<key>...``; lists
-    (histograms, per-slice curves) are left out. Missing values are ``nan``.
-
-    Parameters
-    ----------
-    metrics : mapping
-        The parsed ``metrics.json`` of one run (every section optional).
-
-    Returns
-    -------
-    dict of str to float
-
-    Examples
-    --------
-    >>> flatten_metrics({"isolated_fraction": {"active material": 0.074},
-    ...                  "thickness": {"solid electrolyte": {"mean_nm": 212.0}}})
-    {'isolated_fraction_active_material': 0.074, 'thickness_solid_electrolyte_mean_nm': 212.0}
-    """
-    if not isinstance(metrics, Mapping):
-        raise InputError(
-            f"metrics must be a dict (parsed metrics.json), got {type(metrics).__name__}")
-    phases = [str(p) for p in (metrics.get("phases") or ())]
-    out: dict[str, float] = {}
-
-    def phase_name(i: int) -> str:
-        return _slug(phases[i]) if i < len(phases) else f"phase{i}"
-
-    for key, value in metrics.items():
-        if key in ("run", "phases"):
-            continue
-        if key == "shape" and isinstance(value, Sequence):
-            for ax, v in zip(_AXES[-len(value):], value):
-                out[f"shape_{ax}"] = float(v)
-        elif key == "voxel_size_nm":
-            if isinstance(value, Sequence) and not isinstance(value, str):
-                for ax, v in zip(_AXES[-len(value):], value):
-                    out[f"voxel_size_{ax}_nm"] = float(v)
-        elif key == "volume_fractions" and isinstance(value, Mapping):
-            for ph, v in value.items():
-                name = phase_name(int(ph)) if str(ph).isdigit() else _slug(ph)
-                _flatten_generic(f"volume_fraction_{name}", v, out)
-        elif key == "percolation" and isinstance(value, Mapping):
-            cols = {k: list(v) for k, v in value.items() if isinstance(v, Sequence)
-                    and not isinstance(v, str)}
-            n = len(cols.get("phase", ()))
-            for i in range(n):
-                ph = cols["phase"][i]
-                ph = phase_name(int(ph)) if isinstance(ph, (int, np.integer)) else _slug(ph)
-                ax = _axis_name(cols["axis"][i]) if "axis" in cols else str(i)
-                for col, vals in cols.items():
-                    if col in ("phase", "axis") or i >= len(vals):
-                        continue
-                    x = _num(vals[i])
-                    if x is not None:
-                        out[f"percolation_{ph}_{ax}_{_slug(col)}"] = x
-        elif key == "evaluation" and isinstance(value, Mapping):
-            for method, ev in value.items():
-                if not isinstance(ev, Mapping):
-                    continue
-                pre = f"evaluation_{_slug(method)}"
-                for k, v in ev.items():
-                    if k in ("recall", "iou", "precision") and isinstance(v, Sequence):
-                        for i, x in enumerate(v):
-                            out[f"{pre}_{k}_{phase_name(i)}"] = float(
-                                math.nan if x is None else x
-                            )
-                    elif k == "accuracy_per_slice" and isinstance(v, Sequence) and len(v):
-                        arr = np.asarray([math.nan if x is None else x for x in v], float)
-                        out[f"{pre}_accuracy_per_slice_min"] = float(np.nanmin(arr))
-                    elif k == "confusion_normalized":
-                        continue
-                    else:
-                        _flatten_generic(f"{pre}_{_slug(k)}", v, out)
-        elif key == "normalization" and isinstance(value, Mapping):
-            for when in ("before", "after"):
-                # flat (mean_before) or nested (before: {mean: [...]}) records
-                m = value.get(f"mean_{when}")
-                if m is None and isinstance(value.get(when), Mapping):
-                    m = value[when].get("mean")
-                if isinstance(m, Sequence) and len(m):
-                    arr = np.asarray([math.nan if x is None else x for x in m], float)
-                    out[f"normalization_slice_mean_sd_{when}_gray"] = float(np.nanstd(arr))
-        elif key == "timings_s" and isinstance(value, Mapping):
-            for stage, v in value.items():
-                x = _num(v)
-                if x is not None:
-                    out[f"timings_{_slug(stage)}_s"] = x
-        elif key == "isolated_fraction" and not isinstance(value, Mapping):
-            _flatten_generic("isolated_fraction", value, out)
-        else:
-            _flatten_generic(_slug(key), value, out)
-    return out
-
-
-def write_metrics_csv(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write one run's metrics as a one-row CSV: ``run`` then :func:`flatten_metrics`.
-
-    Examples
-    --------
-    >>> write_metrics_csv({"run": "A", "volume_fractions": {"pore": 0.3}},
-    ...                   "A.metrics.csv")                                # doctest: +SKIP
-    """
-    path = Path(path)
-    row = flatten_metrics(metrics)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", *row])
-    w.writerow([str(metrics.get("run", "")), *(_fmt_csv(v) for v in row.values())])
-    path.write_text(buf.getvalue())
-    return path
-
-
-def _fmt_csv(v) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return str(v)
-
-
 # -- reading runs --------------------------------------------------------------------------
 def _metrics_path(run: Path) -> Path:
     if run.suffix == ".json":
         return run
-    # RUN.zarr -> RUN.metrics.json beside it (the pipeline's default)
-    return run.with_suffix(".metrics.json")
+    # RUN.zarr -> RUN.metrics.json beside it (cellA.v2 -> cellA.v2.metrics.json)
+    return output_paths(run)["metrics_json"]
 
 
 def run_name(path: str | os.PathLike, metrics: Mapping[str, Any] | None = None) -> str:
@@ -548,7 +365,7 @@ def _write_columns_csv(path: Path, cols: Mapping[str, Sequence]) -> None:
     w.writerow(list(cols))
     n = len(next(iter(cols.values()))) if cols else 0
     for i in range(n):
-        w.writerow([_fmt_csv(cols[c][i]) if cols[c][i] is not None else "" for c in cols])
+        w.writerow([format_csv_value(cols[c][i]) if cols[c][i] is not None else "" for c in cols])
     path.write_text(buf.getvalue())
 
 

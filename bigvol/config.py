@@ -15,7 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .conventions import DEFAULT_CHUNKS
 from .errors import ConfigError
+from .options import (AlignOptions, DestripeOptions, NormalizeOptions, TortuosityOptions,
+                      TrainOptions, options_model)
 
 
 class _Section(BaseModel):
@@ -47,22 +50,36 @@ class InputConfig(_Section):
 
 
 class AlignConfig(_Section):
+    """``bigvol.align.estimate_shifts`` + ``apply_shifts``; ``options`` are their keywords."""
+
     enabled: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: AlignOptions = Field(default_factory=AlignOptions)
 
 
 class DestripeConfig(_Section):
+    """``bigvol.destripe.destripe``; ``options`` are its keywords."""
+
     enabled: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: DestripeOptions = Field(default_factory=DestripeOptions)
+
+
+#: the keywords of ``fit_lookup_tables`` other than method and reference
+NormalizeMoreOptions = options_model("NormalizeMoreOptions", "normalize options",
+                                     NormalizeOptions, exclude=("method", "reference"))
 
 
 class NormalizeConfig(_Section):
-    """``bigvol.normalize.match_histograms(stack, reference=..., method=...)``."""
+    """``bigvol.normalize.match_histograms(stack, reference=..., method=..., **options)``."""
 
     enabled: bool = True
     method: Literal["histogram", "percentile"] = "histogram"
     reference: int | tuple[int, int] | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: NormalizeMoreOptions = Field(default_factory=NormalizeMoreOptions)
+
+    def function_options(self) -> NormalizeOptions:
+        """All the keywords, as the ``normalize`` stage takes them."""
+        return NormalizeOptions(method=self.method, reference=self.reference,
+                                **self.options.kwargs())
 
 
 class TrainConfig(_Section):
@@ -75,7 +92,8 @@ class TrainConfig(_Section):
     labels: str = "truth"
     slices: list[int] | None = None
     n_slices: int = Field(4, ge=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    #: keywords of ``bigvol.segment.train`` (k, epochs, steps_per_epoch, crop, ...)
+    options: TrainOptions = Field(default_factory=TrainOptions)
 
 
 class SegmentConfig(_Section):
@@ -98,7 +116,8 @@ class SegmentConfig(_Section):
 class TortuosityConfig(_Section):
     enabled: bool = True
     phases: list[int] = Field(default_factory=lambda: [1])
-    options: dict[str, Any] = Field(default_factory=dict)
+    #: keywords of ``bigvol.metrics.tortuosity`` (max_voxels, n_subvolumes, iter_limit, ...)
+    options: TortuosityOptions = Field(default_factory=TortuosityOptions)
 
 
 class AnalyzeConfig(_Section):
@@ -129,7 +148,7 @@ class ComputeConfig(_Section):
     threads_per_worker: int | None = Field(None, ge=1)
     memory_limit: str | int | None = None
     memory_budget: str | int | None = None
-    chunks: tuple[int, int, int] = (32, 256, 256)
+    chunks: tuple[int, int, int] = DEFAULT_CHUNKS
 
     @field_validator("scheduler")
     @classmethod
@@ -169,6 +188,9 @@ def _describe(err: ValidationError, source: str) -> str:
             lines.append(f"unknown key {key!r} (allowed here: {allowed})")
         elif e["type"] == "literal_error":
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+        elif e["type"] == "value_error" and isinstance(e.get("ctx", {}).get("error"), ConfigError):
+            # an option block's own message (an unknown option and the allowed ones)
+            lines.append(f"{key}: {str(e['ctx']['error']).split(': ', 1)[-1]}")
         elif e["type"] == "missing":
             lines.append(f"missing required key {key!r}")
         else:

@@ -35,8 +35,7 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
-from ._stack import as_stack as _as_stack
-from ._stack import cast_to as _cast
+from .validate import as_stack, cast_to
 from .errors import InputError
 
 __all__ = ["destripe", "column_offsets", "METHODS"]
@@ -141,7 +140,7 @@ def _destripe_block(block: np.ndarray, *, method, strength, classes, iterations,
         else:
             filt = _wavelet_fft(sl, wavelet=wavelet, level=level, sigma=sigma)
             res = sl + strength * (filt - sl)
-        out[i] = _cast(res, block.dtype)
+        out[i] = cast_to(res, block.dtype)
     return out
 
 
@@ -188,7 +187,7 @@ def destripe(
     >>> destripe(s, classes=2).compute()[0, 0].tolist()
     [21, 21, 21, 21, 21, 21]
     """
-    stack = _as_stack(stack)
+    stack = as_stack(stack)
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     try:

@@ -1,4 +1,11 @@
-"""Errors meant for the user: the CLI prints their message alone, without a traceback."""
+"""Errors meant for the user: the CLI prints their message alone, without a traceback.
+
+One class per kind of mistake:
+
+- :class:`InputError`: the data (an array, a file) is not what the function needs,
+- :class:`ConfigError`: a parameter or config value is not allowed (the message names it),
+- :class:`StoreError`: a run store that is missing, incomplete or not written by bigvol.
+"""
 
 
 class BigvolError(Exception):
@@ -10,4 +17,8 @@ class InputError(BigvolError, ValueError):
 
 
 class ConfigError(BigvolError, ValueError):
-    """A configuration key or value that is not allowed; the message names the key."""
+    """A parameter or configuration value that is not allowed; the message names it."""
+
+
+class StoreError(BigvolError, RuntimeError):
+    """A run store that is missing, incomplete or not written by bigvol."""

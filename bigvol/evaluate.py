@@ -15,9 +15,8 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
+from .conventions import UNLABELLED
 from .errors import InputError
-
-UNLABELLED = 255
 
 
 def _check_pair(truth, pred, n_classes):

@@ -32,7 +32,7 @@ import dask.array as da
 import numpy as np
 from dask.graph_manipulation import clone
 
-from ._stack import as_stack
+from .validate import as_stack
 from .errors import InputError
 
 __all__ = [

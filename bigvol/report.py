@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .compare import flatten_metrics
+from .conventions import run_stem
+from .record import flatten_metrics
+from .store import read_region
 from .errors import InputError
 
 __all__ = ["write_report", "PHASE_COLOURS"]
@@ -154,46 +156,6 @@ def _shrink(a: np.ndarray, step: int, labels: bool) -> np.ndarray:
     return a[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
 
 
-def _read(arr, region) -> np.ndarray:
-    """``arr[region]`` read one stored chunk at a time.
-
-    ``region`` holds an int or a slice (step >= 1) per axis. Reading a plane of a Zarr
-    array in one call decodes every chunk it crosses at once (zarr gathers them
-    concurrently): a 3000 x 2000 plane of float32 chunks (64, 256, 256) would hold ~1.5 GB.
-    Chunk by chunk, at most one decoded chunk is held besides the result.
-    """
-    shape = arr.shape
-    chunks = getattr(arr, "chunks", shape)
-    norm = []
-    for r, n in zip(region, shape):
-        if isinstance(r, slice):
-            start, stop, step = r.indices(n)
-            norm.append((start, stop, step, True))
-        else:
-            i = int(r) + (n if int(r) < 0 else 0)
-            norm.append((i, i + 1, 1, False))
-    out_shape = [len(range(a, b, st)) for a, b, st, _ in norm]
-    out = np.empty(out_shape, dtype=arr.dtype)
-    if 0 in out_shape:
-        return out[tuple(slice(None) if keep else 0 for *_, keep in norm)]
-
-    def spans(axis):
-        a, b, st, _ = norm[axis]
-        c = chunks[axis]
-        for c0 in range((a // c) * c, b, c):
-            c1 = min(c0 + c, b)
-            first = a + -(-(max(c0, a) - a) // st) * st  # first index >= c0 in a, a+st, ...
-            if first < c1:
-                yield slice(first, c1, st), slice((first - a) // st,
-                                                  (first - a) // st + len(range(first, c1, st)))
-
-    for s0, o0 in spans(0):
-        for s1, o1 in spans(1):
-            for s2, o2 in spans(2):
-                out[o0, o1, o2] = arr[s0, s1, s2]
-    return out[tuple(slice(None) if keep else 0 for *_, keep in norm)]
-
-
 class _Store:
     """What the report reads from a run store: complete arrays only, slices only."""
 
@@ -208,20 +170,14 @@ class _Store:
         if not self.run.is_complete(name):
             self.missing[name] = "incomplete (its stage did not finish)"
             return None
-        node = self.run.group[name]
-        if not hasattr(node, "shape") or len(node.shape) != 3:
+        node = self.run.zarr_array(name)
+        if len(node.shape) != 3:
             self.missing[name] = "not a (z, y, x) array"
             return None
         return node
 
     def thickness_names(self) -> list[str]:
-        if "thickness" not in self.run:
-            return []
-        grp = self.run.group["thickness"]
-        try:
-            return sorted(grp.array_keys())
-        except AttributeError:
-            return []
+        return self.run.array_names("thickness")
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -234,9 +190,9 @@ def _ortho_figure(arr, name, phases, vs, max_px):
     cz, cy, cx = nz // 2, ny // 2, nx // 2
     labels = name in _LABEL_ARRAYS
     step = max(1, math.ceil(max(ny, nx, nz) / max_px))
-    xy = _shrink(_read(arr, (cz, slice(None), slice(None))), step, labels)
-    xz = _shrink(_read(arr, (slice(None), cy, slice(None))), step, labels)
-    yz = _shrink(_read(arr, (slice(None), slice(None), cx)), step, labels).T  # rows y, columns z
+    xy = _shrink(read_region(arr, (cz, slice(None), slice(None))), step, labels)
+    xz = _shrink(read_region(arr, (slice(None), cy, slice(None))), step, labels)
+    yz = _shrink(read_region(arr, (slice(None), slice(None), cx)), step, labels).T  # rows y, columns z
     (dz, dy, dx), unit = _physical(vs)
     Z, Y, X = nz * dz, ny * dy, nx * dx
 
@@ -353,7 +309,7 @@ def _histogram_figure(raw, normed, slices):
     from matplotlib.figure import Figure
 
     whole = (slice(None), slice(None))
-    pairs = [(int(z), _read(raw, (int(z), *whole)), _read(normed, (int(z), *whole)))
+    pairs = [(int(z), read_region(raw, (int(z), *whole)), read_region(normed, (int(z), *whole)))
              for z in slices]
     allv = [a for _, r, n in pairs for a in (r, n)]
     integer8 = all(a.dtype == np.uint8 for a in allv)
@@ -533,7 +489,7 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
     import mpl_toolkits.mplot3d  # noqa: F401  (registers the 3d projection)
 
     region, step = _crop(seg, mesh_size)
-    crop = _read(seg, region)
+    crop = read_region(seg, region)
     (dz, dy, dx), unit = _physical(vs)
     spacing = (dz * step, dy * step, dx * step)
     box = (crop.shape[2] * spacing[2], crop.shape[1] * spacing[1], crop.shape[0] * spacing[0])
@@ -575,7 +531,7 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
         cz = nz // 2
         step = max(1, math.ceil(max(ny, nx) / max_px))
         every = slice(None, None, step)
-        plane = _read(arr, (cz, every, every)).astype(np.float64)
+        plane = read_region(arr, (cz, every, every)).astype(np.float64)
         shown = np.ma.masked_less_equal(plane, 0)
         fig = Figure(figsize=(7.5, 7.5 * (ny * dy) / (nx * dx) + 0.5), dpi=100,
                      layout="constrained")
@@ -629,8 +585,8 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
         from scipy.ndimage import maximum_filter
 
         region, step = _crop(seg, mesh_size)
-        mask = _read(seg, region) == phases.index(name)
-        thick = _read(arr, region).astype(np.float64)
+        mask = read_region(seg, region) == phases.index(name)
+        thick = read_region(arr, region).astype(np.float64)
         spacing = (dz * step, dy * step, dx * step)
         mesh = _mesh(mask, spacing)
         if mesh is not None:
@@ -843,10 +799,9 @@ def write_report(
     from .store import Run
 
     run = run_path if isinstance(run_path, Run) else Run.open(run_path)
-    base = Path(run.path)
     metrics_src = "given by the caller"
     if metrics is None:
-        mpath = base.with_suffix(".metrics.json")
+        mpath = run.paths["metrics_json"]
         if mpath.exists():
             metrics = mpath
         else:
@@ -863,7 +818,7 @@ def write_report(
     if not isinstance(metrics, Mapping):
         raise InputError(
             f"metrics must be a dict or a JSON file path, got {type(metrics).__name__}")
-    out = Path(out_html) if out_html is not None else base.with_suffix(".report.html")
+    out = Path(out_html) if out_html is not None else run.paths["report"]
     for name, v in (("mesh_size", mesh_size), ("hist_slices", hist_slices),
                     ("max_image_px", max_image_px)):
         if not isinstance(v, (int, np.integer)) or v < (0 if name == "hist_slices" else 8):
@@ -876,7 +831,7 @@ def write_report(
     arrays = {name: store.array(name) for name in _ORTHO_ARRAYS}
     shape = next((tuple(a.shape) for a in arrays.values() if a is not None),
                  tuple(metrics.get("shape") or ()))
-    title = metrics.get("run") or base.stem
+    title = metrics.get("run") or run_stem(run.path)
     sections: list[str] = []
 
     sections.append(f"<h1>bigvol report: {_esc(Path(str(title)).stem)}</h1>")

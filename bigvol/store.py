@@ -1,6 +1,6 @@
 """The run store: one Zarr v3 group per run.
 
-Layout (see DESIGN.md)::
+Layout (docs/design.md)::
 
     run.zarr/
       raw, normalized, segmentation   (z, y, x) arrays
@@ -41,15 +41,11 @@ import numpy as np
 import zarr
 
 from ._version import __version__
-from .errors import BigvolError, ConfigError
+from .conventions import DEFAULT_PHASES, output_paths
+from .errors import StoreError
+from .validate import check_phase_names, check_voxel_size
 
-DEFAULT_PHASES = ("pore", "solid electrolyte", "active material")
-UNLABELLED = 255
 IMAGE_ARRAYS = ("raw", "normalized", "segmentation")
-
-
-class StoreError(BigvolError, RuntimeError):
-    """A run store that is missing, incomplete or not written by bigvol."""
 
 
 def default_compressor(level: int = 3):
@@ -124,7 +120,7 @@ class Run:
         group.attrs.update(
             {
                 "bigvol": {"version": __version__, "created_at": _now()},
-                "voxel_size": _check_voxel_size(voxel_size),
+                "voxel_size": _voxel_size_attr(voxel_size),
                 "phases": check_phase_names(phases),
                 "bigvol_stages": {},
             }
@@ -156,7 +152,7 @@ class Run:
 
     @voxel_size.setter
     def voxel_size(self, value):
-        self.group.attrs["voxel_size"] = _check_voxel_size(value)
+        self.group.attrs["voxel_size"] = _voxel_size_attr(value)
         self._write_ome()
 
     @property
@@ -166,7 +162,14 @@ class Run:
 
     @phases.setter
     def phases(self, names):
-        self.group.attrs["phases"] = check_phase_names(names)
+        names = check_phase_names(names)
+        if names != self.phases:  # no write when unchanged (a read-only or full disk)
+            self.group.attrs["phases"] = names
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """The files beside the store (:func:`bigvol.conventions.output_paths`)."""
+        return output_paths(self.path)
 
     @property
     def stages(self) -> dict[str, dict]:
@@ -268,6 +271,23 @@ class Run:
                 "run the stage again"
             )
         return arr
+
+    def array_names(self, group: str) -> list[str]:
+        """The arrays in a sub-group of the run (``thickness``, ``labels``), sorted."""
+        if group not in self:
+            return []
+        try:
+            return sorted(self.group[group].array_keys())
+        except AttributeError:  # an array, not a group
+            return []
+
+    def fingerprint_of(self, name: str) -> str | None:
+        """The fingerprint of the stage that wrote the array ``name`` (None if unknown):
+        what a stage reading it hashes, so that it reruns when the array changes."""
+        if name not in self:
+            return None
+        meta = self.group[name].attrs.get("bigvol", {})
+        return meta.get("fingerprint")
 
     def read(self, name: str, *, allow_incomplete: bool = False) -> da.Array:
         """The array as a lazy dask array with the store's chunks."""
@@ -443,6 +463,47 @@ class Run:
         }
 
 
+def read_region(arr, region) -> np.ndarray:
+    """``arr[region]`` read one stored chunk at a time.
+
+    ``region`` holds an int or a slice (step >= 1) per axis. Reading a plane of a Zarr
+    array in one call decodes every chunk it crosses at once (zarr gathers them
+    concurrently): a 3000 x 2000 plane of float32 chunks (64, 256, 256) would hold ~1.5 GB.
+    Chunk by chunk, at most one decoded chunk is held besides the result.
+    """
+    shape = arr.shape
+    chunks = getattr(arr, "chunks", shape)
+    norm = []
+    for r, n in zip(region, shape):
+        if isinstance(r, slice):
+            start, stop, step = r.indices(n)
+            norm.append((start, stop, step, True))
+        else:
+            i = int(r) + (n if int(r) < 0 else 0)
+            norm.append((i, i + 1, 1, False))
+    out_shape = [len(range(a, b, st)) for a, b, st, _ in norm]
+    out = np.empty(out_shape, dtype=arr.dtype)
+    if 0 in out_shape:
+        return out[tuple(slice(None) if keep else 0 for *_, keep in norm)]
+
+    def spans(axis):
+        a, b, st, _ = norm[axis]
+        c = chunks[axis]
+        for c0 in range((a // c) * c, b, c):
+            c1 = min(c0 + c, b)
+            first = a + -(-(max(c0, a) - a) // st) * st  # first index >= c0 in a, a+st, ...
+            if first < c1:
+                yield slice(first, c1, st), slice((first - a) // st,
+                                                  (first - a) // st + len(range(first, c1, st)))
+
+    for s0, o0 in spans(0):
+        for s1, o1 in spans(1):
+            for s2, o2 in spans(2):
+                out[o0, o1, o2] = arr[s0, s1, s2]
+    return out[tuple(slice(None) if keep else 0 for *_, keep in norm)]
+
+
+
 def _write_blocks(*blocks, targets, flags, block_info=None):
     """Write one chunk of each target not yet flagged, then flag it (one flag per chunk)."""
     for i, (block, target, flag) in enumerate(zip(blocks, targets, flags)):
@@ -485,30 +546,17 @@ def _du(path: Path) -> int:
     return total
 
 
-def check_phase_names(names, *, where: str = "phases") -> list[str]:
-    """Phase names as a list of distinct non-empty strings (index = phase code)."""
-    if isinstance(names, str) or not hasattr(names, "__iter__"):
-        raise ConfigError(f"{where}: give a list of phase names, got {names!r}")
-    out = [str(n).strip() for n in names]
-    if len(out) < 2 or len(out) > 255:
-        raise ConfigError(f"{where}: between 2 and 255 phases, got {len(out)}: {out}")
-    if any(not n for n in out) or len(set(out)) != len(out):
-        raise ConfigError(f"{where}: phase names must be distinct and non-empty, got {out}")
-    return out
-
-
-def _check_voxel_size(vs) -> list[float] | None:
-    if vs is None or (isinstance(vs, str) and vs == "unknown"):
+def _voxel_size_attr(vs) -> list[float] | None:
+    if isinstance(vs, str) and vs == "unknown":
         return None
-    try:
-        out = [float(v) for v in vs]
-    except (TypeError, ValueError):
-        raise ConfigError(f"voxel_size must be three numbers (z, y, x) in nm, got {vs!r}") from None
-    if len(out) != 3 or not all(np.isfinite(v) and v > 0 for v in out):
-        raise ConfigError(f"voxel_size must be three positive numbers (z, y, x) in nm, got {vs!r}")
-    return out
+    vs = check_voxel_size(vs)
+    return None if vs is None else list(vs)
 
 
 def open_run(path, mode: str = "r") -> Run:
     """Open an existing run store."""
     return Run.open(path, mode=mode)
+
+
+__all__ = ["Run", "StoreError", "open_run", "fingerprint", "default_compressor", "read_region",
+           "IMAGE_ARRAYS"]

@@ -121,11 +121,10 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.special import ndtri
 
+from .conventions import DEFAULT_CHUNKS
 from .errors import ConfigError
 
-__all__ = ["phantom", "true_shifts", "DEFAULT_CHUNKS"]
-
-DEFAULT_CHUNKS = (64, 256, 256)
+__all__ = ["phantom", "true_shifts"]
 
 # gray levels (fraction of the dtype's range)
 I_PORE, I_SE, I_AM = 0.10, 0.48, 0.70
@@ -1035,7 +1034,8 @@ def phantom(
     voxel_size : (float, float, float)
         nm, ``(z, y, x)`` (z = milling step).
     chunks : tuple or None
-        Dask chunks (ints or per-axis tuples, uneven allowed); default ``(64, 256, 256)``.
+        Dask chunks (ints or per-axis tuples, uneven allowed); default
+        :data:`bigvol.conventions.DEFAULT_CHUNKS`.
     dtype : {"uint8", "uint16"}
         Image dtype; gray values are fractions of its full range.
     am_fraction, am_d50_um, am_gradient, crack_fraction

@@ -174,6 +174,12 @@ def test_bad_input_errors():
         A.estimate_shifts(s.astype(bool))
 
 
+def A_opts(**kw):
+    from bigvol.options import AlignOptions
+
+    return AlignOptions(**kw).model_dump(mode="json")
+
+
 def test_cli_align_saves_shifts(tmp_path):
     from bigvol.cli import main
     from bigvol.store import Run
@@ -183,11 +189,12 @@ def test_cli_align_saves_shifts(tmp_path):
     run.write("raw", da.from_array(img, chunks=(3, 40, 96)))
     assert main(["align", str(tmp_path / "r.zarr"), "--crop", "0", "--detrend", "mean"]) == 0
     run = Run.open(tmp_path / "r.zarr")
-    shifts = np.array(run.zarr_array("aligned").attrs["bigvol_align"]["shifts_px"])
+    shifts = np.array(run.stage("align")["results"]["shifts_px"])
     assert _rms(shifts, true - true.mean(axis=0)) < 0.2
     expect = A.apply_shifts(da.from_array(img, chunks=-1), shifts).compute()
     np.testing.assert_array_equal(run.read("aligned").compute(), expect)
-    assert run.stage("align")["shifts_px"] == shifts.tolist()
+    assert run.stage("align")["parameters"]["steps"] == [
+        {"step": "align", **A_opts(crop=None, detrend="mean")}]
 
 
 def test_docstring_examples_run():

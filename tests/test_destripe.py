@@ -131,4 +131,4 @@ def test_cli_destripe(tmp_path):
     assert main(["destripe", str(tmp_path / "r.zarr"), "--classes", "2", "--output", "clean"]) == 0
     run = Run.open(tmp_path / "r.zarr")
     np.testing.assert_array_equal(run.read("clean").compute(), D.destripe(x, classes=2).compute())
-    assert run.stage("destripe:clean")["parameters"]["classes"] == 2
+    assert run.stage("preprocess:clean")["parameters"]["steps"][0]["classes"] == 2

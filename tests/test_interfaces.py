@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from bigvol.errors import InputError
+from bigvol.errors import ConfigError, InputError
 from bigvol.metrics.interfaces import interfaces
 
 
@@ -15,13 +15,38 @@ def three_phase(shape, seed=0, sigma=2.0):
 PAIRS = [(0, 1), (0, 2), (1, 2)]
 
 
+def area(r, a, b):
+    """The a/b interface area per volume from the ``pairs`` columns."""
+    u = r["unit"]
+    cols = r["pairs"]
+    i = next(i for i, (x, y) in enumerate(zip(cols["phase_a"], cols["phase_b"])) if (x, y) == (a, b))
+    return cols[f"area_per_volume_{u}-1"][i]
+
+
+def surface(r, p):
+    return r["surfaces"][f"specific_surface_{r['unit']}-1"][r["surfaces"]["phase"].index(p)]
+
+
+def flat(r):
+    """Every number of the result, keyed by its place (for the chunk-invariance check)."""
+    out = {}
+    for k, v in r.items():
+        if isinstance(v, dict):
+            for c, vals in v.items():
+                for i, x in enumerate(vals):
+                    out[f"{k}.{c}.{i}"] = x
+        else:
+            out[k] = v
+    return out
+
+
 def test_faces_equal_taufactor_face_counting_times_two_thirds():
     tm = pytest.importorskip("taufactor.metrics")
     v = three_phase((36, 40, 32), seed=1)
     r = interfaces(da.from_array(v, chunks=(10, 13, 32)), method="faces")
     ref = tm.interfacial_areas(v, device="cpu")  # raw face counts per voxel volume
     for a, b in PAIRS:
-        assert r[f"area_per_volume_{a}-{b}_vox-1"] == pytest.approx(ref[(a, b)] * 2 / 3, rel=1e-9)
+        assert area(r, a, b) == pytest.approx(ref[(a, b)] * 2 / 3, rel=1e-9)
 
 
 def test_marching_cubes_equal_taufactor_marching_cubes():
@@ -30,10 +55,10 @@ def test_marching_cubes_equal_taufactor_marching_cubes():
     r = interfaces(da.from_array(v, chunks=(9, 17, 11)), method="marching_cubes")
     ref = tm.specific_surface_area(v, method="marching_cubes", smoothing=False, device="cpu")
     for p in range(3):
-        assert r[f"specific_surface_{p}_vox-1"] == pytest.approx(ref[str(p)], rel=1e-5)
+        assert surface(r, p) == pytest.approx(ref[str(p)], rel=1e-5)
     # pair areas rebuild the phase surfaces: S_1 = A_01 + A_12 (phase 1 lies between 0 and 2)
-    s1 = r["area_per_volume_0-1_vox-1"] + r["area_per_volume_1-2_vox-1"]
-    assert s1 == pytest.approx(r["specific_surface_1_vox-1"], rel=1e-6)
+    s1 = area(r, 0, 1) + area(r, 1, 2)
+    assert s1 == pytest.approx(surface(r, 1), rel=1e-6)
 
 
 def test_tpb_equals_taufactor_edge_count():
@@ -54,11 +79,11 @@ def test_tpb_equals_taufactor_edge_count():
 )
 def test_chunk_invariant(method, shape, chunks):
     v = three_phase(shape, seed=4, sigma=1.2)
-    ref = interfaces(v, voxel_size=(50, 30, 30), method=method)
-    got = interfaces(da.from_array(v, chunks=chunks), voxel_size=(50, 30, 30), method=method)
+    ref = flat(interfaces(v, voxel_size=(50, 30, 30), method=method))
+    got = flat(interfaces(da.from_array(v, chunks=chunks), voxel_size=(50, 30, 30), method=method))
     assert got.keys() == ref.keys()
     for k in ref:
-        if k != "method":
+        if k not in ("method", "unit"):
             assert got[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
 
 
@@ -70,10 +95,10 @@ def test_sphere_area_with_faces_within_two_percent(vs):
     d2 = sum(((g - (n - 1) / 2) * s) ** 2 for g, n, s in zip(grids, shape, vs))
     v = (d2 < r_nm**2).astype(np.uint8)
     res = interfaces(da.from_array(v, chunks=(17, 19, 23)), voxel_size=vs, n_phases=2)
-    area_um2 = res["specific_surface_1_um-1"] * res["volume_um3"]
+    area_um2 = surface(res, 1) * res["volume_um3"]
     true = 4 * np.pi * (r_nm / 1000) ** 2
     assert area_um2 == pytest.approx(true, rel=0.02)
-    assert res["area_per_volume_0-1_um-1"] == res["specific_surface_1_um-1"]
+    assert area(res, 0, 1) == surface(res, 1)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -87,14 +112,14 @@ def test_flat_interface_exact(axis):
     plane_um2 = other[0] * other[1] * 1e-6
     vol_um3 = np.prod(v.shape) * np.prod(vs) * 1e-9
     f = interfaces(da.from_array(v, chunks=(4, 3, 7)), voxel_size=vs, method="faces")
-    assert f["area_per_volume_0-2_um-1"] == pytest.approx(plane_um2 * 2 / 3 / vol_um3, rel=1e-12)
-    assert f["area_per_volume_0-1_um-1"] == 0 and f["area_per_volume_1-2_um-1"] == 0
+    assert area(f, 0, 2) == pytest.approx(plane_um2 * 2 / 3 / vol_um3, rel=1e-12)
+    assert area(f, 0, 1) == 0 and area(f, 1, 2) == 0
     m = interfaces(da.from_array(v, chunks=(4, 3, 7)), voxel_size=vs, method="marching_cubes")
     # the mesh spans voxel centres: the plane minus a half-voxel rim on each side
     n = [v.shape[i] - 1 for i in range(3) if i != axis]
     s = [vs[i] for i in range(3) if i != axis]
     mc_um2 = n[0] * s[0] * n[1] * s[1] * 1e-6
-    assert m["area_per_volume_0-2_um-1"] == pytest.approx(mc_um2 / vol_um3, rel=1e-6)
+    assert area(m, 0, 2) == pytest.approx(mc_um2 / vol_um3, rel=1e-6)
 
 
 def test_tpb_straight_line_exact():
@@ -114,14 +139,14 @@ def test_ignores_unlabelled_and_checks_arguments():
     w = v.copy()
     w[0] = 255
     r = interfaces(w, method="faces")
-    assert all(np.isfinite(x) for k, x in r.items() if k != "method")
-    with pytest.raises(InputError, match="method"):
+    assert all(np.isfinite(x) for k, x in flat(r).items() if k not in ("method", "unit"))
+    with pytest.raises(ConfigError, match="method"):
         interfaces(v, method="gradient")
-    with pytest.raises(InputError, match="n_phases"):
+    with pytest.raises(ConfigError, match="n_phases"):
         interfaces(v, n_phases=1)
-    with pytest.raises(InputError, match="marching_cubes"):
+    with pytest.raises(ConfigError, match="marching_cubes"):
         interfaces(v, n_phases=4, method="marching_cubes")
-    with pytest.raises(InputError, match="voxel_size"):
+    with pytest.raises(ConfigError, match="voxel_size"):
         interfaces(v, voxel_size=(1, 2))
     with pytest.raises(InputError, match="3-D"):
         interfaces(v[0])

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 import bigvol as bv
-import importlib
-bl = importlib.import_module("bigvol.label")  # the module (bigvol.label is the function)
+import bigvol._label as bl
 from bigvol.cli import main
 from bigvol.errors import ConfigError, InputError
 from bigvol.store import Run

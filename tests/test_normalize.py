@@ -346,10 +346,11 @@ def test_cli_normalize_writes_output_and_statistics(tmp_path, capsys):
     run = Run.open(tmp_path / "r.zarr")
     np.testing.assert_array_equal(run.read("normalized").compute(), _sk_reference(s, s[1:4]))
     np.testing.assert_array_equal(run.read("raw").compute(), s)  # input untouched
-    st = run.zarr_array("normalized").attrs["bigvol_normalize"]["slice_statistics"]
-    np.testing.assert_allclose(st["before"]["mean"], s.mean(axis=(1, 2)))
-    np.testing.assert_allclose(st["after"]["p50"], np.percentile(run.read("normalized").compute(), 50, axis=(1, 2)))
-    assert run.stage("normalize")["parameters"]["reference"] == [1, 4]
+    st = run.stage("normalize")["results"]
+    np.testing.assert_allclose(st["statistics_before"]["mean"], s.mean(axis=(1, 2)))
+    np.testing.assert_allclose(st["statistics_after"]["p50"],
+                               np.percentile(run.read("normalized").compute(), 50, axis=(1, 2)))
+    assert run.stage("normalize")["parameters"]["steps"][0]["reference"] == [1, 4]
     # bad reference: one line, exit status 2, no traceback
     assert main(["normalize", str(tmp_path / "r.zarr"), "--reference", "7"]) == 2
     assert "reference slice 7 is outside the stack (it has 6 slices" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_run_writes_every_output_and_skips_when_up_to_date(reference, tmp_path):
 
     p = Pipeline(load_config(_cfg(path)), progress=False)
     p.run_all()
-    assert p.ran == [] and set(p.skipped) >= {"input", "normalize", "segment", "analyze"}
+    assert p.ran == [] and set(p.skipped) >= {"synth", "normalize", "segment", "threshold", "analyze"}
     assert {k: v["completed_at"] for k, v in Run.open(path).stages.items()} == before
 
 
@@ -164,7 +164,7 @@ def _write_yaml(cfg, tmp_path):
 
 
 def test_killed_worker_mid_stage_still_completes_identically(reference, tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     path = tmp_path / "wk.zarr"
     marker = tmp_path / "worker.marker"
@@ -241,7 +241,7 @@ def test_disk_full_and_read_only_file_system_keep_completed_stages(small_fs, tmp
 
     def unchanged():
         after = Run.open(path).stages
-        for stage in ("input", "normalize", "segment", "evaluate"):
+        for stage in ("synth", "normalize", "segment", "evaluate"):
             assert after[stage] == done[stage]
         r = Run.open(path)
         for name in ("raw", "truth", "normalized", "segmentation", "threshold"):
@@ -283,15 +283,15 @@ def test_failed_stage_keeps_completed_stages(reference, tmp_path):
         run(_cfg(path, segment={"method": "segnet", "model": str(tmp_path / "missing.model")}),
             progress=False)
     after = Run.open(path).stages
-    for stage in ("input", "normalize"):
+    for stage in ("synth", "normalize"):
         assert after[stage] == done[stage]
     np.testing.assert_array_equal(Run.open(path).zarr_array("raw")[...], reference[1]["raw"])
     # the run log beside the store tells both runs: stages done, then skipped, then the failure
     lines = output_paths(path)["log"].read_text().splitlines()
     assert sum("run started" in x for x in lines) == 2
-    for stage in ("input", "normalize", "segment", "evaluate", "analyze"):
+    for stage in ("synth", "normalize", "segment", "evaluate", "analyze"):
         assert any(f"stage {stage}: done in" in x for x in lines)
-    assert any("stage input: up to date, skipped" in x for x in lines)
+    assert any("stage synth: up to date, skipped" in x for x in lines)
     assert "run failed" in lines[-1] and "no model" in lines[-1]
 
 

@@ -64,12 +64,12 @@ def test_face_count_surface_equals_taufactor_published_and_direct(nmc):
     raw = bv.metrics.interfaces(d, stereology=False)
     corrected = bv.metrics.interfaces(d)
     for p, ref in SURFACE_PER_VOXEL.items():
-        assert raw[f"specific_surface_{p}_vox-1"] == pytest.approx(ref, abs=1e-5)
+        assert raw["surfaces"]["specific_surface_vox-1"][p] == pytest.approx(ref, abs=1e-5)
         # the default applies the stereological 2/3
-        assert corrected[f"specific_surface_{p}_vox-1"] == pytest.approx(ref * 2 / 3, abs=1e-5)
+        assert corrected["surfaces"]["specific_surface_vox-1"][p] == pytest.approx(ref * 2 / 3, abs=1e-5)
     # in physical units: per-voxel value / voxel length
     um = bv.metrics.interfaces(d, voxel_size=(390.625,) * 3, stereology=False)
-    assert um["specific_surface_2_um-1"] == pytest.approx(SURFACE_PER_VOXEL[2] / 0.390625, rel=1e-4)
+    assert um["surfaces"]["specific_surface_um-1"][2] == pytest.approx(SURFACE_PER_VOXEL[2] / 0.390625, rel=1e-4)
 
 
 @pytest.mark.parametrize("axis", [0, 1])

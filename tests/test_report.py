@@ -222,7 +222,7 @@ def test_metrics_table_shows_every_value(full_report):
     flat = flatten_metrics(metrics)
     assert set(flat) <= set(page.rows)
     for k, v in flat.items():
-        shown, unit = page.rows[k][0], page.rows[k][1]
+        shown, _unit = page.rows[k][0], page.rows[k][1]
         assert float(shown) == pytest.approx(v, rel=1e-3, abs=1e-12), k
     assert page.rows["isolated_fraction_active_material"] == ["0.074", "fraction (0-1)"]
     assert page.rows["thickness_solid_electrolyte_mean_nm"][1] == "nm"
@@ -280,11 +280,11 @@ def test_pipeline_schema_variants(tmp_path):
     }
     # the real outputs of the metrics modules, as the pipeline stores them
     from bigvol.metrics import percolation, thickness_summary
-    from bigvol.pipeline import _jsonable_table
+    from bigvol.record import jsonable
 
     seg = _classify(_phantom()[2])
-    metrics["percolation"] = _jsonable_table(percolation(seg))
-    metrics["thickness"] = {"solid electrolyte": _jsonable_table(thickness_summary(
+    metrics["percolation"] = jsonable(percolation(seg))
+    metrics["thickness"] = {"solid electrolyte": jsonable(thickness_summary(
         run.read("thickness/solid electrolyte"), voxel_size=VS))}
     assert "histogram_edges_nm" in metrics["thickness"]["solid electrolyte"]
     out = write_report(run.path, metrics, tmp_path / "r.html")
@@ -448,7 +448,7 @@ def test_every_image_renders_in_chromium(full_report, tmp_path):
 
 @pytest.mark.parametrize("chunks", [(4, 5, 6), (1, 1, 1), (11, 17, 23), (3, 17, 1)])
 def test_chunkwise_read_equals_numpy_slicing(chunks):
-    from bigvol.report import _read
+    from bigvol.store import read_region as _read
 
     a = np.random.default_rng(1).integers(0, 255, (11, 17, 23)).astype(np.uint8)
     z = zarr.create_array(zarr.storage.MemoryStore(), shape=a.shape, chunks=chunks, dtype="u1")

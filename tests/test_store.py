@@ -9,7 +9,8 @@ import zarr
 
 import bigvol
 from bigvol.errors import BigvolError, ConfigError
-from bigvol.store import DEFAULT_PHASES, Run, StoreError, fingerprint, open_run
+from bigvol.conventions import DEFAULT_PHASES
+from bigvol.store import Run, StoreError, fingerprint, open_run
 
 
 def test_create_then_open(tmp_path):

@@ -260,7 +260,7 @@ def test_cli_writes_the_phantom_into_a_run_store(tmp_path, capsys):
     rec = run.stage("synth")
     assert rec["parameters"]["shine_through"] is False
     assert rec["parameters"]["curtaining"] == 0.05
-    np.testing.assert_allclose(rec["true_shifts"],
+    np.testing.assert_allclose(rec["results"]["true_shifts_px"],
                                synth.true_shifts((9, 48, 40), seed=3, xy_drift_px=1.0))
     assert run.voxel_size == (50.0, 30.0, 30.0)
     capsys.readouterr()

@@ -4,7 +4,7 @@ import pytest
 from dask.callbacks import Callback
 from scipy import ndimage as ndi
 
-from bigvol.errors import InputError
+from bigvol.errors import ConfigError, InputError
 from bigvol.metrics.thickness import local_thickness, max_inscribed_radius, thickness_summary
 
 
@@ -180,7 +180,7 @@ def test_summary_matches_numpy():
 )
 def test_bad_arguments(kwargs, match):
     v = three_phase((8, 8, 8))
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(ConfigError, match=match):
         local_thickness(v, **kwargs)
 
 

@@ -37,7 +37,7 @@ def test_threshold_uint16_narrow_range_equals_skimage():
 
 
 def test_threshold_uint16_wide_range_within_a_bin_of_skimage():
-    from bigvol.segment.threshold import MAX_OTSU_BINS, thresholds
+    from bigvol.segment._threshold import MAX_OTSU_BINS, thresholds
 
     img, truth = _three_phase((3, 32, 32), dtype=np.uint16, levels=(8000, 30000, 52000), sd=2500)
     thr = thresholds(da.from_array(img, chunks=(1, 16, 16)))

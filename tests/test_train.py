@@ -104,7 +104,7 @@ def test_label_files_give_the_same_model_as_arrays(data, tmp_path):
     from_arrays = bv.segment.train(img[[1, 6]], truth[[1, 6]], **opts)
     assert from_files.digest == from_arrays.digest
     # a folder and a multi-page TIFF, via read_labels
-    from bigvol.segment.train import read_labels
+    from bigvol.segment import read_labels
 
     assert np.array_equal(read_labels(tmp_path, slices=[1, 6]), truth[[1, 6]])
     tifffile.imwrite(tmp_path / "stack.tiff", truth[[1, 6]])
@@ -199,7 +199,7 @@ def test_fine_tuning_starts_from_the_init_model_and_keeps_its_inputs(data, tmp_p
         bv.segment.train(img, truth[[3]], slices=[3], init=tmp_path / "nothing.safetensors", **opts)
 
 
-def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path):
+def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path, capsys):
     import tifffile
 
     from bigvol.cli import main
@@ -211,16 +211,21 @@ def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path):
     tifffile.imwrite(tmp_path / "l1.tif", truth[1])
     tifffile.imwrite(tmp_path / "l6.tif", truth[6])
     out = tmp_path / "m.model"
-    rc = main([
+    argv = [
         "train", str(tmp_path / "run.zarr"), "--labels", str(tmp_path / "l1.tif"),
         str(tmp_path / "l6.tif"), "--slices", "1", "6", "--preset", "tiny", "--epochs", "1",
         "--steps-per-epoch", "2", "--crop", "48", "--out", str(out), "--quiet",
-    ])
-    assert rc == 0
+    ]
+    assert main(argv) == 0
     model = bv.segment.Model.load(out)
     assert model.record["slices"] == [1, 6]
     rec = Run.open(tmp_path / "run.zarr").stage("train")
-    assert rec["model"] == str(out) and rec["model_digest"] == model.digest
+    assert rec["results"]["model"] == str(out) and rec["results"]["model_digest"] == model.digest
+    # the same command again: up to date, the model is not trained again
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert Run.open(tmp_path / "run.zarr").stage("train") == rec
     # fine-tuning from that model
     out2 = tmp_path / "m2.model"
     rc = main(["train", str(tmp_path / "run.zarr"), "--labels", str(tmp_path / "l6.tif"),
@@ -241,7 +246,7 @@ def test_cli_train_writes_a_model_and_records_the_stage(data, tmp_path):
 def test_read_labels_takes_the_given_slices_of_a_whole_stack_label_file(tmp_path, data):
     import tifffile
 
-    from bigvol.segment.train import read_labels
+    from bigvol.segment import read_labels
 
     _, truth = data
     tifffile.imwrite(tmp_path / "stack.tif", truth)  # one page per slice of the volume

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from bigvol.errors import InputError
+from bigvol.errors import ConfigError
 from bigvol.metrics.transport import solve_mask, tortuosity
 
 tf = pytest.importorskip("taufactor")
@@ -86,13 +86,14 @@ def test_no_path_and_absent_phase():
 
 def test_bad_arguments():
     v = blobs((8, 8, 8))
-    with pytest.raises(InputError, match="axis"):
+    # a parameter value out of its range: ConfigError, naming the parameter
+    with pytest.raises(ConfigError, match="axis"):
         tortuosity(v, 1, axis=3)
-    with pytest.raises(InputError, match="device"):
+    with pytest.raises(ConfigError, match="device"):
         tortuosity(v, 1, device="tpu")
-    with pytest.raises(InputError, match="voxel_size"):
+    with pytest.raises(ConfigError, match="voxel_size"):
         tortuosity(v, 1, voxel_size=(1, -1, 1))
-    with pytest.raises(InputError, match="subvolume"):
+    with pytest.raises(ConfigError, match="subvolume"):
         tortuosity(v, 1, subvolume=(100, 2, 2), device="cpu")
-    with pytest.raises(InputError, match="phase"):
+    with pytest.raises(ConfigError, match="phase"):
         tortuosity(v, "solid", device="cpu")

@@ -1,62 +1,11 @@
-"""Shared helpers of the chunked metrics: argument checks and windows with halos."""
+"""Shared helper of the chunked metrics: windows with halos."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import dask.array as da
-import numpy as np
 
-from ..errors import InputError
-
-
-def as_phase_array(phases, *, name: str = "phases") -> da.Array:
-    """``phases`` as a 3-D integer dask array (numpy input is wrapped, never copied)."""
-    if not isinstance(phases, da.Array):
-        if not hasattr(phases, "shape") or not hasattr(phases, "dtype"):
-            raise InputError(f"{name} must be a dask or numpy array, got {type(phases).__name__}")
-        phases = da.from_array(phases, chunks="auto")
-    if phases.ndim != 3:
-        raise InputError(f"{name} must be a 3-D (z, y, x) array, got shape {phases.shape}")
-    if not (np.issubdtype(phases.dtype, np.integer) or phases.dtype == bool):
-        raise InputError(f"{name} must hold integer phase codes, got dtype {phases.dtype}")
-    if 0 in phases.shape:
-        raise InputError(f"{name} is empty (shape {phases.shape})")
-    return phases
-
-
-def check_phase(phase, *, name: str = "phase") -> int:
-    if isinstance(phase, (bool, np.bool_)) or not isinstance(phase, (int, np.integer)):
-        raise InputError(f"{name} must be an integer phase code, got {phase!r}")
-    if phase < 0:
-        raise InputError(f"{name} must be a non-negative phase code, got {phase}")
-    return int(phase)
-
-
-def spacing_of(voxel_size) -> tuple[float, float, float]:
-    """``voxel_size`` (nm, (z, y, x)) as three positive floats; ``None`` is unit voxels."""
-    if voxel_size is None:
-        return (1.0, 1.0, 1.0)
-    try:
-        vs = tuple(float(v) for v in voxel_size)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"voxel_size must be three numbers (z, y, x) in nm, got {voxel_size!r}"
-        ) from None
-    if len(vs) != 3 or not all(math.isfinite(v) and v > 0 for v in vs):
-        raise InputError(
-            f"voxel_size must be three positive numbers (z, y, x) in nm, got {voxel_size!r}"
-        )
-    return vs
-
-
-def check_axis(axis, ndim: int = 3) -> int:
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
-        raise InputError(f"axis must be 0, 1 or 2 (z, y, x), got {axis!r}")
-    if not -ndim <= axis < ndim:
-        raise InputError(f"axis must be 0, 1 or 2 (z, y, x), got {axis}")
-    return int(axis) % ndim
 
 
 def overlapped(x: da.Array, depth: Sequence[int]) -> tuple[da.Array, tuple[int, ...]]:

@@ -1,6 +1,6 @@
 """Connectivity metrics of a phase volume: component tables, isolated fraction, percolation.
 
-All three are small reductions over the chunked labelling of :mod:`bigvol.label`: every
+All three are small reductions over the chunked labelling of :mod:`bigvol._label`: every
 chunk is labelled once with cc3d, its per-component voxel counts and bounding boxes are
 kept, and the components are merged across chunk faces, edges and corners with the same
 union-find as :func:`bigvol.label`. No labelled volume is written or held in memory, so
@@ -12,52 +12,18 @@ axis it is *spanning* (percolating) when it touches both faces.
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..label import _as_volume, _check_connectivity, _component_columns
+from .._label import component_columns
+from ..validate import (as_volume, check_axis, check_choice, check_connectivity,
+                        check_phase, check_voxel_size)
 from .fractions import DEFAULT_CODES
 
 __all__ = ["component_table", "isolated_fraction", "percolation"]
 
 FACES = ("both", "either", "low", "high")
 _AXES = "zyx"
-
-
-def _check_phase(phase) -> int:
-    if isinstance(phase, (bool, np.bool_)) or not isinstance(phase, numbers.Integral):
-        raise ConfigError(f"phase must be an integer phase code (e.g. 2), got {phase!r}")
-    return int(phase)
-
-
-def _check_axis(axis) -> int:
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
-        raise ConfigError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis!r}")
-    if not -3 <= int(axis) < 3:
-        raise ConfigError(f"axis {axis} is out of range for a 3-D (z, y, x) volume; use 0, 1 or 2")
-    return int(axis) % 3
-
-
-def _check_faces(faces) -> str:
-    if faces not in FACES:
-        raise ConfigError(f"faces must be one of {', '.join(map(repr, FACES))}, got {faces!r}")
-    return faces
-
-
-def _check_voxel_size(voxel_size):
-    if voxel_size is None:
-        return None
-    try:
-        vs = tuple(float(v) for v in voxel_size)
-    except (TypeError, ValueError):
-        vs = ()
-    if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
-        raise ConfigError(
-            f"voxel_size must be three positive numbers (z, y, x) in nm, got {voxel_size!r}"
-        )
-    return vs
 
 
 def _touches(bbox: np.ndarray, shape, axis: int):
@@ -105,11 +71,11 @@ def component_table(phases, phase, *, connectivity: int = 26, voxel_size=None) -
     >>> t["voxels"].tolist(), t["touches_y1"].tolist()
     ([3, 1], [True, False])
     """
-    connectivity = _check_connectivity(connectivity)
-    phase = _check_phase(phase)
-    vs = _check_voxel_size(voxel_size)
-    phases = _as_volume(phases, "phases")
-    cols = _component_columns(phases, connectivity, phase)
+    connectivity = check_connectivity(connectivity)
+    phase = check_phase(phase)
+    vs = check_voxel_size(voxel_size)
+    phases = as_volume(phases)
+    cols = component_columns(phases, connectivity, phase)
     n, voxels, bbox = cols["n"], cols["voxels"], cols["bbox"]
     voxel_um3 = float(np.prod(vs)) / 1e9 if vs is not None else 1.0
     table = {
@@ -172,12 +138,12 @@ def isolated_fraction(
     >>> bv.metrics.isolated_fraction(p, 2, axis=1)     # the 2 voxels at y=1 do not span y
     0.3333333333333333
     """
-    connectivity = _check_connectivity(connectivity)
-    phase = _check_phase(phase)
-    axis = _check_axis(axis)
-    faces = _check_faces(faces)
-    phases = _as_volume(phases, "phases")
-    cols = _component_columns(phases, connectivity, phase)
+    connectivity = check_connectivity(connectivity)
+    phase = check_phase(phase)
+    axis = check_axis(axis)
+    faces = check_choice(faces, FACES, "faces")
+    phases = as_volume(phases)
+    cols = component_columns(phases, connectivity, phase)
     total = int(cols["voxels"].sum())
     if total == 0:
         return 0.0
@@ -217,9 +183,9 @@ def percolation(phases, *, connectivity: int = 26) -> dict:
     >>> [(a, c) for ph, a, c in zip(t["phase"], t["axis"], t["connected_fraction"]) if ph == 2]
     [(0, 1.0), (1, 0.0), (2, 1.0)]
     """
-    connectivity = _check_connectivity(connectivity)
-    phases = _as_volume(phases, "phases")
-    cols = _component_columns(phases, connectivity, "all")
+    connectivity = check_connectivity(connectivity)
+    phases = as_volume(phases)
+    cols = component_columns(phases, connectivity, "all")
     values = cols.get("values", np.zeros(0, np.int64)).astype(np.int64)
     codes = sorted(set(DEFAULT_CODES) | set(np.unique(values).tolist()))
     size = phases.size

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..label import _as_volume, _map_chunks_gather
+from .._label import map_chunks_gather
+from ..validate import as_volume
 
 __all__ = ["volume_fractions"]
 
@@ -23,9 +24,9 @@ def _chunk_counts(block: np.ndarray):
 
 def phase_counts(phases) -> dict[int, int]:
     """Voxel count of every value present in ``phases`` (one streaming pass)."""
-    phases = _as_volume(phases, "phases")
+    phases = as_volume(phases)
     total: dict[int, int] = {}
-    for values, counts in _map_chunks_gather(phases, _chunk_counts, "bigvol-phase-counts"):
+    for values, counts in map_chunks_gather(phases, _chunk_counts, "bigvol-phase-counts"):
         for v, c in zip(values.tolist(), counts.tolist()):
             total[v] = total.get(v, 0) + c
     return total
@@ -51,7 +52,7 @@ def volume_fractions(phases) -> dict[int, float]:
     >>> bv.metrics.volume_fractions(np.array([[[0, 2, 2, 2]]], np.uint8))
     {0: 0.25, 1: 0.0, 2: 0.75}
     """
-    phases = _as_volume(phases, "phases")
+    phases = as_volume(phases)
     counts = phase_counts(phases) if phases.size else {}
     size = phases.size
     codes = sorted(set(DEFAULT_CODES) | set(counts))

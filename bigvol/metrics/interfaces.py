@@ -45,8 +45,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
-from ._chunked import as_phase_array, core_bounds, overlapped, spacing_of
+from ..errors import ConfigError
+from ._chunked import core_bounds, overlapped
+from ..validate import as_volume, voxel_spacing
 
 __all__ = ["interfaces"]
 
@@ -130,29 +131,33 @@ def interfaces(phases, *, voxel_size=None, n_phases=3, method="faces", stereolog
     Returns
     -------
     dict
-        With ``u = "um"`` when ``voxel_size`` is given, else ``"vox"``:
-        ``volume_<u>3``; ``area_per_volume_<a>-<b>_<u>-1`` for every pair ``a < b`` (area of
-        the a/b interface over the whole volume, um^2/um^3 = um^-1);
-        ``specific_surface_<p>_<u>-1`` (surface of phase p over the whole volume);
-        ``tpb_length_per_volume_<u>-2`` (um/um^3); ``method``.
+        With ``u = "um"`` when ``voxel_size`` is given, else ``"vox"`` (``unit``):
+        ``volume_<u>3``; ``tpb_length_per_volume_<u>-2`` (um/um^3); ``method``; and two
+        tables of columns (as ``skimage.measure.regionprops_table`` gives them):
+        ``pairs`` -- ``phase_a``, ``phase_b`` (every pair ``a < b``) and
+        ``area_per_volume_<u>-1`` (area of the a/b interface over the whole volume,
+        um^2/um^3 = um^-1); ``surfaces`` -- ``phase`` and ``specific_surface_<u>-1``
+        (surface of each phase over the whole volume).
 
     Examples
     --------
     >>> import numpy as np
     >>> v = np.zeros((4, 4, 4), np.uint8); v[:, :, 2:] = 1            # one flat 0/1 interface
     >>> r = interfaces(v, n_phases=2, method="faces")
-    >>> round(r["area_per_volume_0-1_vox-1"] * 64 * 1.5, 6)          # 16 faces, times 2/3
+    >>> r["pairs"]["phase_a"], r["pairs"]["phase_b"]
+    ([0], [1])
+    >>> round(r["pairs"]["area_per_volume_vox-1"][0] * 64 * 1.5, 6)   # 16 faces, times 2/3
     16.0
     """
-    phases = as_phase_array(phases)
-    spacing = spacing_of(voxel_size)
+    phases = as_volume(phases)
+    spacing = voxel_spacing(voxel_size)
     if method not in _METHODS:
-        raise InputError(f"method must be one of {_METHODS}, got {method!r}")
+        raise ConfigError(f"method must be one of {_METHODS}, got {method!r}")
     if isinstance(n_phases, bool) or not isinstance(n_phases, (int, np.integer)) or n_phases < 2:
-        raise InputError(f"n_phases must be an integer >= 2, got {n_phases!r}")
+        raise ConfigError(f"n_phases must be an integer >= 2, got {n_phases!r}")
     n = int(n_phases)
     if method == "marching_cubes" and n > 3:
-        raise InputError(
+        raise ConfigError(
             "method='marching_cubes' separates pair areas for 2 or 3 phases only; "
             f"use method='faces' for n_phases={n}"
         )
@@ -194,12 +199,12 @@ def _assemble(tot, *, n, spacing, shape, method, um, stereology=True):
             surf[a] += v
             surf[b] += v
     tpb = sum(tot[3 * nn + d] * spacing[d] for d in range(3)) * 2 / 3
-    out: dict = {"method": method, f"volume_{u}3": volume * (1e-9 if um else 1.0)}
+    out: dict = {"method": method, "unit": u, f"volume_{u}3": volume * (1e-9 if um else 1.0)}
     if method == "faces":
         out["stereology"] = stereology
-    for (a, b), v in pairs.items():
-        out[f"area_per_volume_{a}-{b}_{u}-1"] = float(v / volume * scale)
-    for p in range(n):
-        out[f"specific_surface_{p}_{u}-1"] = float(surf[p] / volume * scale)
     out[f"tpb_length_per_volume_{u}-2"] = float(tpb / volume * (1e6 if um else 1.0))
+    out["pairs"] = {"phase_a": [a for a, _ in pairs], "phase_b": [b for _, b in pairs],
+                    f"area_per_volume_{u}-1": [float(v / volume * scale) for v in pairs.values()]}
+    out["surfaces"] = {"phase": list(range(n)),
+                       f"specific_surface_{u}-1": [float(x / volume * scale) for x in surf]}
     return out

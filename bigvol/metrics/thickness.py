@@ -41,8 +41,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
-from ._chunked import as_phase_array, check_phase, core_bounds, overlapped, spacing_of
+from ..errors import ConfigError, InputError
+from ._chunked import core_bounds, overlapped
+from ..validate import as_volume, check_phase, voxel_spacing
 
 __all__ = ["local_thickness", "thickness_summary", "max_inscribed_radius"]
 
@@ -84,9 +85,9 @@ def max_inscribed_radius(phases, phase, *, voxel_size=None) -> float:
     >>> max_inscribed_radius(v, 1)
     3.0
     """
-    phases = as_phase_array(phases)
+    phases = as_volume(phases)
     phase = check_phase(phase)
-    spacing = spacing_of(voxel_size)
+    spacing = voxel_spacing(voxel_size)
     smin = min(spacing)
     h = _FIRST_HALO * smin
     while True:
@@ -179,12 +180,12 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     >>> float(lt[0, 4, 0]), float(lt[0, 0, 0])
     (120.0, 0.0)
     """
-    phases = as_phase_array(phases)
+    phases = as_volume(phases)
     phase = check_phase(phase)
-    spacing = spacing_of(voxel_size)
+    spacing = voxel_spacing(voxel_size)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)):
-        raise InputError(f"dtype must be float32, float16 or float64, got {dtype}")
+        raise ConfigError(f"dtype must be float32, float16 or float64, got {dtype}")
     step = min(spacing)
     if max_diameter is None:
         radius = max_inscribed_radius(phases, phase, voxel_size=voxel_size)
@@ -192,11 +193,11 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
         try:
             radius = float(max_diameter) / 2.0
         except (TypeError, ValueError):
-            raise InputError(f"max_diameter must be a number, got {max_diameter!r}") from None
+            raise ConfigError(f"max_diameter must be a number, got {max_diameter!r}") from None
         if not (math.isfinite(radius) and radius >= 0):
-            raise InputError(f"max_diameter must be a non-negative number, got {max_diameter!r}")
+            raise ConfigError(f"max_diameter must be a non-negative number, got {max_diameter!r}")
     if dtype == np.float16 and 2 * radius > 65504:
-        raise InputError(
+        raise ConfigError(
             f"dtype float16 cannot hold diameters up to {2 * radius:g}; use float32"
         )
     if radius / step > 65000:
@@ -280,9 +281,9 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins="auto", max
     if not isinstance(thickness, da.Array):
         thickness = da.from_array(np.asarray(thickness), chunks="auto")
     if not (bins == "auto" or (isinstance(bins, (int, np.integer)) and bins >= 1)):
-        raise InputError(f"bins must be 'auto' or a positive integer, got {bins!r}")
+        raise ConfigError(f"bins must be 'auto' or a positive integer, got {bins!r}")
     if not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
-        raise InputError(f"max_bins must be a positive integer, got {max_bins!r}")
+        raise ConfigError(f"max_bins must be a positive integer, got {max_bins!r}")
     if thickness.dtype == np.float16:
         # O(n) exact count of every float16 value: a bincount of the 16-bit patterns
         per_chunk = thickness.map_blocks(
@@ -305,7 +306,7 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins="auto", max
     n = int(counts.sum())
     out: dict = {"n_voxels": n}
     if voxel_size is not None:
-        vs = spacing_of(voxel_size)
+        vs = voxel_spacing(voxel_size)
         out["volume_um3"] = n * vs[0] * vs[1] * vs[2] * 1e-9
     if n == 0:
         for k in ("mean", "std", "min", "p05", "p10", "p25", "median", "p75", "p90", "p95", "max"):
@@ -325,7 +326,7 @@ def thickness_summary(thickness, *, voxel_size=None, unit="nm", bins="auto", max
         out[f"{name}_{u}"] = float(values[min(i, len(values) - 1)])
     out[f"max_{u}"] = float(values[-1])
     if bins == "auto":
-        step = 2.0 * (min(spacing_of(voxel_size)) if voxel_size is not None else 1.0)
+        step = 2.0 * (min(voxel_spacing(voxel_size)) if voxel_size is not None else 1.0)
         levels = max(1, math.ceil(values[-1] / step - 1e-9))
         m = math.ceil(levels / int(max_bins))
         nb = levels // m + 1 if levels % m else levels // m

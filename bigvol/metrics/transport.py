@@ -27,8 +27,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
-from ._chunked import as_phase_array, check_axis, check_phase, spacing_of
+from ..errors import ConfigError
+from ..validate import as_volume, check_axis, check_phase, voxel_spacing
 
 __all__ = ["tortuosity"]
 
@@ -39,7 +39,7 @@ def _device(device):
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     return device
 
 
@@ -166,17 +166,17 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
     >>> round(r["tau"], 3), r["eff_ratio"]                      # doctest: +SKIP
     (1.0, 0.5)
     """
-    phases = as_phase_array(phases)
+    phases = as_volume(phases)
     phase = check_phase(phase)
     axis = check_axis(axis)
-    spacing = spacing_of(voxel_size)
+    spacing = voxel_spacing(voxel_size)
     dev = _device(device)
     if max_voxels is None:
         max_voxels = 400 ** 3 if dev.startswith("cuda") else 160 ** 3
     if not isinstance(max_voxels, (int, np.integer)) or max_voxels < 8:
-        raise InputError(f"max_voxels must be an integer >= 8, got {max_voxels!r}")
+        raise ConfigError(f"max_voxels must be an integer >= 8, got {max_voxels!r}")
     if not isinstance(n_subvolumes, (int, np.integer)) or n_subvolumes < 1:
-        raise InputError(f"n_subvolumes must be a positive integer, got {n_subvolumes!r}")
+        raise ConfigError(f"n_subvolumes must be a positive integer, got {n_subvolumes!r}")
     aniso = len(set(spacing)) > 1
     opts = dict(phase=phase, axis=axis, device=dev, conv_crit=conv_crit, iter_limit=iter_limit)
     base = {"axis": axis, "solver": "AnisotropicSolver" if aniso else "Solver", "device": dev}
@@ -201,9 +201,9 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
         try:
             sub = [int(s) for s in subvolume]
         except (TypeError, ValueError):
-            raise InputError(f"subvolume must be three integers, got {subvolume!r}") from None
+            raise ConfigError(f"subvolume must be three integers, got {subvolume!r}") from None
         if len(sub) != 3 or not all(2 <= s <= n for s, n in zip(sub, shape)):
-            raise InputError(f"subvolume must be 3 sizes between 2 and {shape}, got {subvolume!r}")
+            raise ConfigError(f"subvolume must be 3 sizes between 2 and {shape}, got {subvolume!r}")
     parts = []
     for i in range(1, n_subvolumes + 1):
         start = [round((n - s) * _halton(i, b)) for n, s, b in zip(shape, sub, (2, 3, 5))]

@@ -1,8 +1,8 @@
 """Segmentation: the multi-Otsu threshold baseline and the SegNet model (train / predict)."""
 
-from .threshold import threshold
+from ._threshold import histogram, threshold
 from .model import Model
-from .train import train
+from ._train import read_labels, train
 from .infer import predict
 
-__all__: list[str] = ["threshold", "Model", "train", "predict"]
+__all__: list[str] = ["threshold", "histogram", "Model", "train", "read_labels", "predict"]

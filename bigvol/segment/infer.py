@@ -37,6 +37,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..conventions import available_cores
 from ..errors import ConfigError, InputError
 from .model import Model
 
@@ -83,13 +84,6 @@ class _ModelRef:
             return m
 
 
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _task_threads(threads: int | None) -> int:
     """Torch threads for one task: the cores shared by the tasks running at once.
 
@@ -99,7 +93,7 @@ def _task_threads(threads: int | None) -> int:
     """
     if threads:
         return int(threads)
-    cores = _available_cores()
+    cores = available_cores()
     n = None
     try:
         from distributed import get_worker

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
+from ..conventions import DEFAULT_PHASES
 from ..errors import InputError
 
 FORMAT = "bigvol-segnet"
 FORMAT_VERSION = 1
 _META_KEY = "bigvol_model"
-DEFAULT_CLASSES = ("pore", "solid electrolyte", "active material")
 
 
 class Model:
@@ -77,7 +77,7 @@ class Model:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.config.get("classes", DEFAULT_CLASSES[: self.n_classes]))
+        return list(self.config.get("classes", DEFAULT_PHASES[: self.n_classes]))
 
     @property
     def normalization(self) -> dict:

@@ -1,6 +1,6 @@
 """SegNet: the encoder-decoder CNN of the method, in PyTorch.
 
-This module imports :mod:`torch`; only :mod:`bigvol.segment.train` and
+This module imports :mod:`torch`; only :mod:`bigvol.segment._train` and
 :mod:`bigvol.segment.infer` import it, inside their functions, so that ``import bigvol``
 stays light.
 

@@ -55,8 +55,11 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ._version import __version__
+from .conventions import DEFAULT_CHUNKS, DEFAULT_PHASES
 from .errors import ConfigError, InputError
-from .store import DEFAULT_PHASES, Run, check_phase_names, fingerprint
+from .store import Run, fingerprint
+from .validate import check_phase_names, check_voxel_size
 
 __all__ = [
     "ingest",
@@ -67,14 +70,10 @@ __all__ = [
     "zeiss_pixel_size",
     "imagej_voxel_size",
     "ome_voxel_size",
-    "DEFAULT_CHUNKS",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Default chunks ``(z, y, x)``, clipped to the shape: 32 slices of 512 x 512 pixels,
-#: 8 MiB of uint8 per chunk -- big enough for fast sequential I/O, small enough for a worker.
-DEFAULT_CHUNKS = (32, 512, 512)
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _READ_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -842,27 +841,14 @@ def _check_chunks(chunks, shape) -> tuple[int, int, int]:
 
 
 def _check_voxel_override(voxel_size):
+    """The voxel_size argument: three numbers, ``None`` or ``"auto"`` for an entry the
+    files give."""
     if voxel_size is None:
         return None
-    try:
-        vals = list(voxel_size)
-        if len(vals) != 3:
-            raise ValueError
-        out = []
-        for v in vals:
-            if v is None or (isinstance(v, str) and v.lower() == "auto"):
-                out.append(None)
-                continue
-            f = float(v)
-            if not (math.isfinite(f) and f > 0):
-                raise ValueError
-            out.append(f)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"voxel_size must be three positive numbers (z, y, x) in nm, None for an entry to "
-            f"take from the files; got {voxel_size!r}"
-        ) from None
-    return tuple(out)
+    if not isinstance(voxel_size, str) and hasattr(voxel_size, "__iter__"):
+        voxel_size = [None if isinstance(v, str) and v.lower() == "auto" else v
+                      for v in voxel_size]
+    return check_voxel_size(voxel_size, partial=True)
 
 
 def _resolve_voxel_size(override, found, where):
@@ -911,7 +897,7 @@ def ingest(
         The run store; created when the path does not exist.
     chunks : 3 ints, optional
         Chunks ``(z, y, x)`` of the new array, clipped to its shape. Default
-        ``(32, 512, 512)``.
+        :data:`bigvol.conventions.DEFAULT_CHUNKS`.
     voxel_size : 3 numbers, optional
         Voxel size ``(z, y, x)`` in nm; overrides the files' metadata. An entry ``None`` takes
         that entry from the files (e.g. ``(50, None, None)``: milling step 50 nm, pixel size
@@ -987,6 +973,11 @@ def ingest(
         return _ingest(src, store, chunks, override, allow_gaps, name, mapping)
     finally:
         src.close()
+
+
+def stage_name(name: str) -> str:
+    """The stage an ingest into array ``name`` records: ``ingest`` (raw), ``ingest:<name>``."""
+    return "ingest" if name == "raw" else f"ingest:{name}"
 
 
 def parse_phases(phases) -> dict[int, str] | None:
@@ -1104,8 +1095,8 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name, mapping=Non
     if mapping is not None:
         params["phases"] = {str(c): n for c, n in mapping.items()}
     input_fp = src.fingerprint()
-    stage_fp = fingerprint(input_fp, params)
-    stage = "ingest" if name == "raw" else f"ingest:{name}"
+    stage = stage_name(name)
+    stage_fp = fingerprint(stage, params, [input_fp], __version__)
 
     # A store that does not exist yet is created only once the input has passed its checks.
     store_path = store.path if isinstance(store, Run) else Path(store)
@@ -1175,7 +1166,8 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name, mapping=Non
     run.voxel_size = vs
     if mapping is not None:
         run.phases = list(mapping.values())
-    run.mark_complete(name, source=params["source"], voxel_size_origin=vs_origin)
+    run.mark_complete(name, source=params["source"], voxel_size_origin=vs_origin,
+                      fingerprint=stage_fp)
     shutil.rmtree(old, ignore_errors=True)
     run.record_stage(
         stage,

@@ -18,9 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import ConfigError, InputError
-from .model import DEFAULT_CLASSES, Model
-
-UNLABELLED = 255
+from ..conventions import DEFAULT_PHASES, UNLABELLED, available_cores
+from .model import Model
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -187,13 +186,6 @@ def _check_dtype(ctxs):
     for c in ctxs:
         if c.dtype.kind not in "biuf":
             raise InputError(f"images must be numeric gray values, got dtype {c.dtype}")
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 # -- augmentation ------------------------------------------------------------------------
@@ -420,7 +412,7 @@ def train(
         preset = init_model.record.get("options", {}).get("preset", "custom")
     k = 1 if k is None else k
     skips = False if skips is None else bool(skips)
-    classes = [str(c) for c in (DEFAULT_CLASSES if classes is None else classes)]
+    classes = [str(c) for c in (DEFAULT_PHASES if classes is None else classes)]
     n_classes = len(classes)
     if n_classes < 2:
         raise ConfigError(f"classes: need at least 2 classes, got {classes}")
@@ -518,7 +510,7 @@ def train(
     rng = np.random.default_rng(seed)
     cpu0 = time.process_time()
     prev_threads = torch.get_num_threads()
-    n_threads = int(threads) if threads else _available_cores()
+    n_threads = int(threads) if threads else available_cores()
     torch.set_num_threads(n_threads)
     try:
         torch.manual_seed(seed)

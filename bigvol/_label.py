@@ -46,45 +46,13 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .errors import ConfigError, InputError
+from .validate import as_volume, check_connectivity
 
 __all__ = ["label", "write_labels"]
 
-CONNECTIVITIES = (6, 18, 26)
 _LOCAL_BITS = 32  # a chunk holds fewer than 2**32 voxels, so local ids fit in 32 bits
 _LOCAL_MASK = np.uint64((1 << _LOCAL_BITS) - 1)
 _FASTREMAP_MAX = 1 << 16  # above this many local ids a numpy lookup beats building a dict
-
-
-# -- validation -------------------------------------------------------------------------
-def _check_connectivity(connectivity) -> int:
-    if (
-        isinstance(connectivity, (bool, np.bool_))
-        or not isinstance(connectivity, numbers.Integral)
-        or int(connectivity) not in CONNECTIVITIES
-    ):
-        raise ConfigError(
-            f"connectivity must be 6, 18 or 26 (neighbours sharing a face, a face or an "
-            f"edge, or any corner), got {connectivity!r}"
-        )
-    return int(connectivity)
-
-
-def _as_volume(x, argname: str = "mask") -> da.Array:
-    """``x`` as a 3-D dask array of bool/integer values with no empty chunks."""
-    if not isinstance(x, da.Array):
-        if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-            x = np.asarray(x)
-        x = da.from_array(x, chunks="auto")
-    if x.ndim != 3:
-        raise InputError(f"{argname} must be a 3-D (z, y, x) array, got shape {x.shape}")
-    if not (x.dtype == bool or np.issubdtype(x.dtype, np.integer)):
-        raise InputError(
-            f"{argname} must be boolean or integer phase codes, got dtype {x.dtype}; "
-            f"threshold or round it first (e.g. {argname} > 0.5)"
-        )
-    if any(0 in c for c in x.chunks) and x.size:
-        x = x.rechunk(tuple(tuple(s for s in c if s) for c in x.chunks))
-    return x
 
 
 # -- per-chunk work ---------------------------------------------------------------------
@@ -455,15 +423,15 @@ def label(mask, *, connectivity: int = 26):
            [0, 0, 0, 0, 0, 0],
            [0, 0, 0, 0, 2, 2]], dtype=uint32)
     """
-    connectivity = _check_connectivity(connectivity)
-    mask = _as_volume(mask, "mask")
+    connectivity = check_connectivity(connectivity)
+    mask = as_volume(mask, "mask", allow_empty=True)
     if mask.size == 0:
         return da.zeros(mask.shape, dtype=np.uint32, chunks=mask.chunks), 0
     return _label(mask, connectivity, None)
 
 
 # -- component tables -------------------------------------------------------------------
-def _component_columns(volume: da.Array, connectivity: int, select):
+def component_columns(volume: da.Array, connectivity: int, select):
     """Per-component voxels, bbox (and value in multi-label mode), merged over chunks.
 
     Returns a dict: ``n``, ``voxels`` (n,), ``bbox`` (n, 6) as (min0, max0, min1, max1,
@@ -498,6 +466,33 @@ def _phase_key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", name.strip()) or "phase"
 
 
+def _resolve_phase(run, phase):
+    """``(select, array name)`` of a phase code, a phase name or ``"all"``."""
+    names = run.phases
+    if isinstance(phase, str) and phase != "all":
+        if phase.strip().lstrip("-").isdigit():
+            phase = int(phase)
+        elif phase in names:
+            phase = names.index(phase)
+        else:
+            raise ConfigError(
+                f"phase must be a phase code, one of the run's phase names {names} or 'all', "
+                f"got {phase!r}"
+            )
+    if phase == "all":
+        return "all", "labels/all"
+    if isinstance(phase, (bool, np.bool_)) or not isinstance(phase, numbers.Integral):
+        raise ConfigError(f"phase must be an integer code, a phase name or 'all', got {phase!r}")
+    phase = int(phase)
+    return phase, f"labels/{_phase_key(names[phase]) if 0 <= phase < len(names) else phase}"
+
+
+def label_array_name(run, phase="all") -> str:
+    """The array :func:`write_labels` writes for ``phase``: ``labels/all``,
+    ``labels/active_material``, ..."""
+    return _resolve_phase(run, phase)[1]
+
+
 def write_labels(run, phase="all", *, connectivity: int = 26, source: str = "segmentation",
                  fingerprint=None, compute_kwargs=None):
     """Label the run's segmentation and write ``labels/<phase>`` chunk-aligned.
@@ -524,33 +519,13 @@ def write_labels(run, phase="all", *, connectivity: int = 26, source: str = "seg
     """
     from .store import Run
 
-    connectivity = _check_connectivity(connectivity)
+    connectivity = check_connectivity(connectivity)
     if not isinstance(run, Run):
         run = Run.open(run, mode="r+")
+    phase, name = _resolve_phase(run, phase)
     seg = run.read(source)
-    names = run.phases
-    if isinstance(phase, str) and phase != "all":
-        if phase.strip().lstrip("-").isdigit():
-            phase = int(phase)
-        elif phase in names:
-            phase = names.index(phase)
-        else:
-            raise ConfigError(
-                f"phase must be a phase code, one of the run's phase names {names} or 'all', "
-                f"got {phase!r}"
-            )
-    if phase == "all":
-        key = "all"
-        select = "all"
-    else:
-        if isinstance(phase, (bool, np.bool_)) or not isinstance(phase, numbers.Integral):
-            raise ConfigError(f"phase must be an integer code, a phase name or 'all', got {phase!r}")
-        phase = int(phase)
-        key = _phase_key(names[phase]) if 0 <= phase < len(names) else str(phase)
-        select = phase
-    seg = _as_volume(seg, source)
-    labels, n = _label(seg, connectivity, select)
-    name = f"labels/{key}"
+    seg = as_volume(seg, source)
+    labels, n = _label(seg, connectivity, phase)
     run.write(name, labels, attrs={"n_components": n, "connectivity": connectivity,
                                     "phase": phase}, fingerprint=fingerprint,
               compute_kwargs=compute_kwargs)
@@ -558,7 +533,7 @@ def write_labels(run, phase="all", *, connectivity: int = 26, source: str = "seg
 
 
 
-def _map_chunks_gather(x: da.Array, func, prefix: str) -> list:
+def map_chunks_gather(x: da.Array, func, prefix: str) -> list:
     """``func(block)`` for every chunk of ``x``, brought back as a list (C order).
 
     For small per-chunk results (counts, tables): one task per chunk and one gather

@@ -31,30 +31,20 @@ def _check_integer(stack) -> np.dtype:
     return dtype
 
 
-def _block_hist(block, n_levels):
-    h = np.bincount(block.ravel(), minlength=n_levels)
-    return h.reshape((1,) * block.ndim + (n_levels,))
-
-
 def histogram(stack) -> da.Array:
     """Gray-level histogram of a whole uint8/uint16 stack, as a lazy streaming reduction.
 
     Returns a 1-D int64 dask array of length 256 (uint8) or 65536 (uint16): the count of
-    every gray level. Memory per task is one chunk plus one histogram.
+    every gray level (the sum of :func:`bigvol.normalize.slice_histograms`). Memory per
+    task is one chunk plus one histogram.
     """
-    dtype = _check_integer(stack)
+    from ..normalize import slice_histograms
+
+    _check_integer(stack)
     stack = da.asarray(stack)
-    n_levels = 1 << (8 * dtype.itemsize)
-    nd = stack.ndim
-    per_block = stack.map_blocks(
-        _block_hist,
-        n_levels,
-        new_axis=nd,
-        chunks=tuple((1,) * len(c) for c in stack.chunks) + ((n_levels,),),
-        dtype=np.int64,
-        meta=np.empty((0,) * (nd + 1), dtype=np.int64),
-    )
-    return per_block.sum(axis=tuple(range(nd)))
+    if stack.ndim == 2:
+        stack = stack[None]
+    return slice_histograms(stack).sum(axis=0)
 
 
 def multiotsu_from_histogram(hist: np.ndarray, classes: int = 3) -> np.ndarray:

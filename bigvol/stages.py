@@ -1,0 +1,509 @@
+"""The stages of the method, one function each, wired to the run store.
+
+``bigvol run`` (:mod:`bigvol.pipeline`) calls them in order; each ``bigvol STAGE`` command
+only parses its arguments and calls the same function. Every stage
+
+1. reads its inputs from the run store,
+2. fingerprints itself: a hash of its name, its parameters (typed options with every
+   default filled in), the fingerprints of the arrays it reads and the bigvol version,
+3. is skipped when the run records that fingerprint and its outputs are complete,
+4. otherwise writes its outputs chunk by chunk with per-chunk done flags
+   (:meth:`bigvol.store.Run.write`; a killed write resumes where it stopped), and
+5. records itself last (parameters, fingerprint, version, time, outputs, results).
+
+So a stage done with the CLI is recognised by ``bigvol run`` and the other way round,
+and an interrupted run started again computes only what is missing. The fingerprint of
+an array is stored with it, so the chain of stages is kept in the store itself: a stage
+reruns when anything it reads changed, whoever wrote it.
+
+===========  =====================================  ===================================
+stage        writes                                 computes with
+===========  =====================================  ===================================
+synth        raw, truth                             :func:`bigvol.synth.phantom`
+ingest       raw (or another array)                 :func:`bigvol.ingest`
+preprocess   normalized (aligned, destriped)        align -> destripe -> normalize
+train        ``X.model`` beside the store           :func:`bigvol.segment.train`
+segment      segmentation (+ probabilities)         :func:`bigvol.segment.predict` / threshold
+threshold    threshold (the multi-Otsu baseline)    :func:`bigvol.segment.threshold`
+evaluate     (record: scores against ``truth``)     :func:`bigvol.evaluate.evaluate`
+label        labels/<phase>                         :func:`bigvol.label`
+analyze      thickness/<phase>, (record: metrics)   :mod:`bigvol.metrics`
+report       ``X.report.html``                      :func:`bigvol.report.write_report`
+===========  =====================================  ===================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+from .conventions import UNLABELLED
+from .errors import ConfigError, InputError
+from .options import (AlignOptions, DestripeOptions, NormalizeOptions, PredictOptions,
+                      TrainOptions)
+from .store import Run, fingerprint
+
+log = logging.getLogger(__name__)
+#: the run log: one line per stage started, skipped, done (``X.log`` beside the store)
+runlog = logging.getLogger("bigvol.runlog")
+runlog.setLevel(logging.INFO)
+runlog.propagate = False
+
+
+def note(msg, *args) -> None:
+    """A line for the run log (INFO), also on the console with ``-v``."""
+    runlog.info(msg, *args)
+    log.info(msg, *args)
+
+
+@dataclass
+class Outcome:
+    """What a stage did: its record in the store, and whether it was up to date."""
+
+    name: str
+    fingerprint: str
+    skipped: bool
+    record: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def results(self) -> dict:
+        return self.record.get("results", {})
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool):
+    """A dask progress bar on the local schedulers; the dashboard shows distributed work."""
+    if not enabled:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    print(f"[bigvol] {label}", flush=True)
+    try:
+        from distributed import default_client
+
+        default_client()
+        yield
+    except (ImportError, ValueError):
+        with ProgressBar(minimum=1.0, dt=0.5):
+            yield
+
+
+def stage_fingerprint(name: str, params, upstream: Sequence) -> str:
+    """The fingerprint of a stage: its name, parameters, what it reads, the version."""
+    return fingerprint(name, params, list(upstream), __version__)
+
+
+def run_stage(run: Run, name: str, params: dict, *, upstream: Sequence = (),
+              outputs: Sequence[str] = (), body: Callable[[str], dict | None],
+              up_to_date: Callable[[dict], bool] | None = None,
+              progress: bool = False) -> Outcome:
+    """Skip the stage when it is up to date, else run ``body(fingerprint)`` and record it.
+
+    ``body`` writes the outputs (passing the fingerprint to :meth:`Run.write`, so that a
+    killed write resumes) and returns the stage's small results (JSON-able). Up to date:
+    the recorded fingerprint is this one, every output array is complete and
+    ``up_to_date(record)`` (for outputs that are not arrays, e.g. the model file).
+    """
+    fp = stage_fingerprint(name, params, upstream)
+    rec = run.stage(name)
+    if (rec and rec.get("fingerprint") == fp and all(run.is_complete(o) for o in outputs)
+            and (up_to_date is None or up_to_date(rec))):
+        note("stage %s: up to date, skipped", name)
+        return Outcome(name, fp, True, rec)
+    t0 = time.perf_counter()
+    note("stage %s: started (fingerprint %s)", name, fp[:12])
+    with progress_bar(f"{name} ...", progress):
+        results = body(fp) or {}
+    seconds = time.perf_counter() - t0
+    note("stage %s: done in %.1f s", name, seconds)
+    rec = run.record_stage(name, parameters=params, fingerprint=fp, outputs=outputs,
+                           extra={"seconds": seconds, "results": results})
+    return Outcome(name, fp, False, rec, seconds)
+
+
+def _chunks_for(data, chunks):
+    return tuple(chunks)[-data.ndim:] if chunks is not None and data.ndim <= 3 else None
+
+
+def image_array(run: Run, name: str | None = None) -> str:
+    """The image a stage reads: ``name``, else ``normalized`` when complete, else ``raw``."""
+    if name is not None:
+        return name
+    return "normalized" if run.is_complete("normalized") else "raw"
+
+
+# -- input --------------------------------------------------------------------------------
+def synth(run: Run, *, shape, seed: int = 0, chunks=None, progress: bool = False,
+          **params) -> Outcome:
+    """``raw`` and ``truth`` from :func:`bigvol.synth.phantom` (one pass: one task per
+    chunk computes both). The phantom is the same whatever the chunking, so the chunks
+    are not part of the fingerprint."""
+    from . import synth as S
+
+    shape = tuple(int(s) for s in shape)
+    full = S.parameters(shape=shape, seed=seed, **params)
+
+    def body(fp):
+        image, truth = S.phantom(shape, seed=seed, chunks=chunks, **params)
+        run.voxel_size = full["voxel_size"]
+        run.write_arrays({"raw": image, "truth": truth}, chunks=chunks, fingerprint=fp)
+        return {"source": "phantom", "true_shifts_px": S.true_shifts(
+            shape, seed=seed, xy_drift_px=full["xy_drift_px"]).tolist()}
+
+    return run_stage(run, "synth", full, outputs=("raw", "truth"), body=body,
+                     progress=progress)
+
+
+def ingest(run, source, *, name: str = "raw", chunks=None, voxel_size=None,
+           allow_gaps: bool = False, phases=None) -> Outcome:
+    """A TIFF folder, multi-page TIFF or Zarr array into the run (:func:`bigvol.ingest`;
+    it checks, fingerprints, resumes and records itself as stage ``ingest[:name]``)."""
+    from ._ingest import ingest as ingest_array, stage_name
+
+    st = stage_name(name)
+    path = run.path if isinstance(run, Run) else Path(run)
+    before = Run.open(path).stage(st) if _is_run(path) else None
+    t0 = time.perf_counter()
+    ingest_array(source, run, chunks=chunks, voxel_size=voxel_size, allow_gaps=allow_gaps,
+                 name=name, phases=phases)
+    rec = Run.open(path).stage(st) or {}
+    skipped = before is not None and rec == before
+    note("stage %s: %s", st, "up to date, skipped" if skipped else
+         f"done in {time.perf_counter() - t0:.1f} s")
+    return Outcome(st, rec.get("fingerprint", ""), skipped, rec, time.perf_counter() - t0)
+
+
+def _is_run(path: Path) -> bool:
+    try:
+        Run.open(path)
+    except Exception:
+        return False
+    return True
+
+
+# -- preprocessing ------------------------------------------------------------------------
+#: the preprocessing steps, in the order they run, with their option models
+STEPS = {"align": AlignOptions, "destripe": DestripeOptions, "normalize": NormalizeOptions}
+_STAGE_OF_OUTPUT = {"normalized": "normalize", "aligned": "align", "destriped": "destripe"}
+
+
+def preprocess(run: Run, steps: Sequence[tuple[str, object]], *, source: str = "raw",
+               output: str = "normalized", chunks=None, progress: bool = False) -> Outcome:
+    """Align, destripe and/or normalize ``source`` into ``output``, in one streaming pass.
+
+    ``steps``: ``[("align", AlignOptions(...)), ("normalize", NormalizeOptions(...))]``, in
+    order (options may be given as dicts). The stage is named after what it writes
+    (``normalize`` for ``normalized``, ``align`` for ``aligned``, ...), so
+    ``bigvol normalize run.zarr`` and ``bigvol run`` with alignment and destriping off are
+    one and the same stage. Inputs are never modified: ``output`` must differ from
+    ``source``.
+    """
+    if output == source:
+        raise InputError(f"output {output!r} would overwrite the input; inputs are never modified")
+    typed = []
+    for kind, opts in steps:
+        if kind not in STEPS:
+            raise ConfigError(f"unknown preprocessing step {kind!r} (one of {', '.join(STEPS)})")
+        typed.append((kind, opts if isinstance(opts, STEPS[kind]) else STEPS[kind](**dict(opts))))
+    name = _STAGE_OF_OUTPUT.get(output, f"preprocess:{output}")
+    params = {"input": source,
+              "steps": [{"step": kind, **o.model_dump(mode="json")} for kind, o in typed]}
+
+    def body(fp):
+        stack = run.read(source)
+        results = {}
+        for kind, o in typed:
+            if kind == "align":
+                from . import align
+
+                kw = o.kwargs()
+                est = {k: kw.pop(k) for k in ("crop", "downsample", "upsample_factor",
+                                               "detrend", "window")}
+                shifts = np.asarray(align.estimate_shifts(stack, **est))
+                stack = align.apply_shifts(stack, shifts, **kw)
+                results["shifts_px"] = shifts.tolist()
+            elif kind == "destripe":
+                from . import destripe
+
+                stack = destripe.destripe(stack, **o.kwargs())
+            else:
+                from . import normalize
+
+                kw = o.kwargs()
+                if isinstance(kw["reference"], list):
+                    kw["reference"] = tuple(kw["reference"])
+                # one pass for the LUTs and the before/after statistics, one to apply them
+                fit = normalize.fit_lookup_tables(stack, **kw)
+                results["statistics_before"] = normalize.statistics_to_lists(fit["before"])
+                results["statistics_after"] = normalize.statistics_to_lists(fit["after"])
+                stack = normalize.apply_lookup_tables(stack, fit["luts"])
+        run.write(output, stack, chunks=chunks or run.zarr_array(source).chunks,
+                  fingerprint=fp)
+        return results
+
+    return run_stage(run, name, params, upstream=[run.fingerprint_of(source)],
+                     outputs=(output,), body=body, progress=progress)
+
+
+# -- segmentation ---------------------------------------------------------------------------
+def train(run: Run, labels, slices: Sequence[int], *, options=None, classes=None,
+          image: str | None = None, out=None, progress: bool = False) -> Outcome:
+    """Train the SegNet on labelled slices of the run's image; the model goes to ``out``
+    (default ``X.model`` beside the store ``X.zarr``).
+
+    ``labels``: ``"truth"`` (the store's ``truth`` array, e.g. a phantom's or ingested hand
+    labels) or label images (a path, a list of paths; 255 = unlabelled), one per slice.
+    ``classes``: the class names (default the run's phases; a fine-tuned ``init`` model
+    keeps its own). Up to date: same fingerprint and the model file still holds the model
+    recorded (its digest).
+    """
+    from .segment import Model, read_labels
+    from .segment import train as train_model
+
+    opts = options if isinstance(options, TrainOptions) else TrainOptions(**dict(options or {}))
+    image = image_array(run, image)
+    nz = run.zarr_array(image).shape[0]
+    bad = [s for s in slices if not -nz <= int(s) < nz]
+    if bad:
+        raise ConfigError(f"training slices {bad} lie outside the stack of {nz} slices")
+    slices = [int(s) % nz for s in slices]
+    out = Path(out) if out is not None else run.paths["model"]
+    if classes is None and opts.init is None:
+        classes = run.phases
+    if labels == "truth" or labels == ["truth"]:
+        if "truth" not in run:
+            raise ConfigError(
+                f"labels 'truth': the run store {run.path} has no ground truth array; give "
+                "label images, or ingest hand labels as 'truth'")
+        labels, labels_id = "truth", run.fingerprint_of("truth")
+    else:
+        files = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels)
+        labels = [str(f) for f in files]
+        labels_id = files_fingerprint(labels)
+    params = {"image": image, "labels": labels, "slices": slices, "classes": classes,
+              "model": os.path.abspath(out), **opts.model_dump(mode="json")}
+
+    def body(fp):
+        if labels == "truth":
+            truth = run.zarr_array("truth")
+            lab = np.stack([truth[s] for s in slices])
+        else:
+            lab = read_labels(labels[0] if len(labels) == 1 else labels, slices)
+        model = train_model(run.read(image), lab, slices=slices, classes=classes,
+                            progress=progress, **opts.kwargs())
+        model.save(out)
+        rec = model.record
+        return {"model": str(out), "model_digest": model.digest, "slices": slices,
+                "classes": list(model.classes), "steps": rec.get("steps"),
+                "stopped": rec.get("stopped"), "elapsed_s": rec.get("elapsed_s"),
+                "best_val_accuracy": rec.get("best_val_accuracy")}
+
+    def model_unchanged(rec):
+        try:
+            return Model.load(out).digest == rec.get("results", {}).get("model_digest")
+        except Exception:
+            return False
+
+    return run_stage(run, "train", params, upstream=[run.fingerprint_of(image), labels_id],
+                     body=body, up_to_date=model_unchanged)
+
+
+def segment(run: Run, *, method: str = "segnet", model=None, options=None,
+            probabilities: bool = False, image: str | None = None, chunks=None,
+            progress: bool = False) -> Outcome:
+    """``segmentation``: the SegNet ``model`` applied to every slice (``method="segnet"``)
+    or the multi-Otsu threshold into as many classes as the run has phases.
+
+    With ``probabilities`` the float16 class probabilities ``(c, z, y, x)`` are written
+    too and the codes are their argmax (the network runs once). The run's phases become
+    the model's classes.
+    """
+    from . import segment as S
+
+    image = image_array(run, image)
+    opts = options if isinstance(options, PredictOptions) else PredictOptions(**dict(options or {}))
+    if method not in ("segnet", "threshold"):
+        raise ConfigError(f"segment method must be 'segnet' or 'threshold', got {method!r}")
+    params = {"image": image, "method": method}
+    upstream = [run.fingerprint_of(image)]
+    outputs = ("segmentation",)
+    if method == "segnet":
+        if model is None:
+            raise ConfigError("segment: the segnet method needs a model (bigvol train writes one)")
+        model = _load_model(model)
+        params.update(model_digest=model.digest, probabilities=bool(probabilities),
+                      classes=list(model.classes), **opts.model_dump(mode="json"))
+        outputs += ("probabilities",) if probabilities else ()
+    else:
+        params["classes"] = run.phases
+
+    def body(fp):
+        stack = run.read(image)
+        ch = chunks or run.zarr_array(image).chunks
+        if method == "threshold":
+            pred = S.threshold(stack, classes=len(run.phases))
+        elif probabilities:
+            probs = S.predict(stack, model, probabilities=True, **opts.kwargs())
+            run.write("probabilities", probs, chunks=(probs.shape[0], *ch), fingerprint=fp)
+            pred = run.read("probabilities").map_blocks(
+                lambda b: b.argmax(0).astype(np.uint8), drop_axis=0, dtype=np.uint8)
+        else:
+            pred = S.predict(stack, model, **opts.kwargs())
+        run.write("segmentation", pred, chunks=ch, fingerprint=fp)
+        if method == "segnet":
+            run.phases = model.classes  # the codes now mean the model's classes
+        return {"model_digest": model.digest} if method == "segnet" else {}
+
+    return run_stage(run, "segment", params, upstream=upstream, outputs=outputs, body=body,
+                     progress=progress)
+
+
+def _load_model(model):
+    from .segment import Model
+
+    if isinstance(model, Model):
+        return model
+    if not Path(model).exists():
+        raise InputError(f"no model at {model}")
+    return Model.load(model)
+
+
+def threshold(run: Run, *, image: str | None = None, chunks=None,
+              progress: bool = False) -> Outcome:
+    """``threshold``: the multi-Otsu baseline segmentation, as many classes as phases."""
+    from . import segment as S
+
+    image = image_array(run, image)
+
+    def body(fp):
+        run.write("threshold", S.threshold(run.read(image), classes=len(run.phases)),
+                  chunks=chunks or run.zarr_array(image).chunks, fingerprint=fp)
+
+    return run_stage(run, "threshold", {"image": image, "classes": run.phases},
+                     upstream=[run.fingerprint_of(image)], outputs=("threshold",), body=body,
+                     progress=progress)
+
+
+def evaluate(run: Run, *, arrays: Sequence[str] = ("segmentation",),
+             scored_slices: Sequence[int] | None = None, progress: bool = False) -> Outcome:
+    """Scores of ``arrays`` against the run's ``truth``: accuracy, recall, precision, IoU,
+    confusion matrices, accuracy per slice. ``scored_slices``: score only these slices
+    (hand labels trained on elsewhere must not be scored); default every labelled slice.
+    """
+    from .evaluate import evaluate as scores
+
+    if "truth" not in run:
+        raise ConfigError(f"evaluate: the run store {run.path} has no truth array")
+    arrays = [a for a in arrays if a in run]
+    held = None if scored_slices is None else sorted(int(s) for s in scored_slices)
+    n = len(run.phases)
+
+    def body(fp):
+        import dask.array as da
+
+        truth = run.read("truth")
+        if held is not None:
+            keep = np.zeros(truth.shape[0], bool)
+            keep[held] = True
+            keep = da.from_array(keep, chunks=(truth.chunks[0],))
+            truth = da.where(keep[:, None, None], truth, UNLABELLED).astype(truth.dtype)
+        out = {"scored_slices": held} if held is not None else {}
+        method = ((run.stage("segment") or {}).get("parameters") or {}).get("method")
+        for a in arrays:
+            r = scores(truth, run.read(a), n_classes=n)
+            # keyed by the method that made the array: segnet, threshold
+            key = (method or a) if a == "segmentation" else a
+            out[key] = {k: (v if k == "accuracy" else np.asarray(v).tolist())
+                        for k, v in r.items() if k in _SCORES}
+        return out
+
+    return run_stage(run, "evaluate", {"arrays": arrays, "scored_slices": held},
+                     upstream=[run.fingerprint_of(a) for a in ["truth", *arrays]], body=body,
+                     progress=progress)
+
+
+_SCORES = ("accuracy", "recall", "precision", "iou", "confusion", "confusion_normalized",
+           "accuracy_per_slice")
+
+
+# -- structure ------------------------------------------------------------------------------
+def label(run: Run, phase="all", *, connectivity: int = 26, progress: bool = False) -> Outcome:
+    """``labels/<phase>``: connected components of the segmentation (``"all"``: every
+    phase in one pass, a component never crossing phases)."""
+    from ._label import label_array_name, write_labels
+
+    name = label_array_name(run, phase)
+    out = {}
+
+    def body(fp):
+        arr, n = write_labels(run, phase, connectivity=connectivity, fingerprint=fp)
+        out.update(array=arr, n_components=int(n))
+        return dict(out)
+
+    return run_stage(run, f"label:{name.split('/', 1)[1]}",
+                     {"phase": phase, "connectivity": connectivity},
+                     upstream=[run.fingerprint_of("segmentation")], outputs=(name,), body=body,
+                     progress=progress)
+
+
+def analyze(run: Run, options=None, *, progress: bool = False) -> Outcome:
+    """The structure metrics of the segmentation (:func:`bigvol.record.structure_metrics`);
+    the local-thickness maps are written as ``thickness/<phase>``."""
+    from .config import AnalyzeConfig
+    from .record import structure_metrics
+
+    a = options if isinstance(options, AnalyzeConfig) else AnalyzeConfig(**dict(options or {}))
+    names = run.phases
+
+    def body(fp):
+        return structure_metrics(
+            run, a, write=lambda n, d: run.write(n, d, chunks=_chunks_for(
+                d, run.zarr_array("segmentation").chunks), fingerprint=fp))
+
+    def maps_complete(rec):
+        # a phase filling the volume has no thickness map (its entry says why)
+        th = rec.get("results", {}).get("thickness", {})
+        return all(run.is_complete(f"thickness/{n}") for n, v in th.items()
+                   if "undefined" not in v)
+
+    return run_stage(run, "analyze", {**a.model_dump(mode="json"), "phases": names},
+                     upstream=[run.fingerprint_of("segmentation")], body=body,
+                     up_to_date=maps_complete, progress=progress)
+
+
+def report(run: Run, metrics=None, out=None) -> Path:
+    """The self-contained HTML report (always rewritten: it is cheap and reads the record)."""
+    from .report import write_report
+
+    return write_report(run.path, metrics, out)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def files_fingerprint(paths) -> str:
+    """Names, sizes and modification times of files or folders (cheap, no reading)."""
+    entries = []
+    for source in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        p = Path(source)
+        if not p.exists():
+            raise InputError(f"not found: {p}")
+        walk = os.walk(p) if p.is_dir() else [(str(p.parent), [], [p.name])]
+        for root, _dirs, files in walk:
+            for f in sorted(files):
+                st = os.stat(os.path.join(root, f))
+                entries.append((os.path.relpath(os.path.join(root, f), p), st.st_size,
+                                st.st_mtime_ns))
+    return fingerprint(sorted(entries))
+
+
+__all__ = ["Outcome", "run_stage", "stage_fingerprint", "synth", "ingest", "preprocess",
+           "train", "segment", "threshold", "evaluate", "label", "analyze", "report", "STEPS"]
