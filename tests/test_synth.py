@@ -200,7 +200,9 @@ def test_drifted_image_is_the_drift_free_image_moved_shine_through_included(monk
     # including what shines through from the slices behind, seen in the imaged slice's frame.
     walk = np.array([[0, 0], [1, -2], [3, -1], [2, 2], [-1, 3], [0, 0], [2, -3], [4, 1],
                      [1, 1], [-2, 0], [0, 2], [3, 3]], float)
-    monkeypatch.setattr(synth, "_shifts", lambda nz, seed, s: walk[:nz] if s > 0 else np.zeros((nz, 2)))
+    # the renderer reads the walk from its own module (bigvol/synth/_render.py)
+    monkeypatch.setattr(synth._render, "_shifts",
+                        lambda nz, seed, s: walk[:nz] if s > 0 else np.zeros((nz, 2)))
     kw = dict(seed=3, noise=False, curtaining=0.0, **SMALL)
     shape, m = (12, 64, 72), 6
     img0, tr0 = compute(shape, chunks=(5, 32, 40), **kw)
