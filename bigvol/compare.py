@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ._html import data_uri, escape, png_bytes
 from .conventions import output_paths
 from .errors import InputError
 from .record import NON_STRUCTURE_PREFIXES, flatten_metrics, format_csv_value, write_metrics_csv
@@ -415,46 +416,40 @@ def _figure_png(table, corr, chosen, props, max_panels) -> bytes:
             ax.set_ylabel(m, fontsize=7)
             ax.tick_params(labelsize=7)
             ax.margins(0.15)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _html(table, corr, props, png: bytes) -> str:
-    import base64
-    import html
-
     def cell(v):
         if isinstance(v, float):
             return "" if math.isnan(v) else f"{v:.6g}"
-        return html.escape(str(v))
+        return escape(v)
 
     runs = table["run"]
-    head = "".join(f"<th>{html.escape(str(r))}</th>" for r in (table.get("cell") or runs))
+    head = "".join(f"<th>{escape(r)}</th>" for r in (table.get("cell") or runs))
     body = "".join(
-        f"<tr><th>{html.escape(c)}</th>" + "".join(f"<td>{cell(v)}</td>" for v in vals) + "</tr>"
+        f"<tr><th>{escape(c)}</th>" + "".join(f"<td>{cell(v)}</td>" for v in vals) + "</tr>"
         for c, vals in table.items() if c not in ("run", "cell")
     )
     crow = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{html.escape(p)}</td><td>{cell(r)}</td>"
+        f"<tr><td>{escape(m)}</td><td>{escape(p)}</td><td>{cell(r)}</td>"
         f"<td>{cell(pv)}</td><td>{n}</td></tr>"
         for m, p, r, pv, n in zip(corr["metric"], corr["property"], corr["pearson_r"],
                                   corr["p_value"], corr["n_runs"])
     )
-    b64 = base64.b64encode(png).decode()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>bigvol compare</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}th{{background:#f3f3f3}}
 img{{max-width:100%}}</style></head><body>
 <h1>Structure metrics against cell properties</h1>
-<p>Runs: {html.escape(", ".join(map(str, runs)))}. Properties: {html.escape(", ".join(props))}.</p>
+<p>Runs: {escape(", ".join(map(str, runs)))}. Properties: {escape(", ".join(props))}.</p>
 <h2>Pearson correlation</h2>
 <p>Two-sided p-values test r = 0 (Student's t, n - 2 degrees of freedom); with three runs
 |r| must exceed 0.997 for p &lt; 0.05, so read the correlations as trends.</p>
 <table><tr><th>metric</th><th>property</th><th>r</th><th>p</th><th>runs</th></tr>{crow}</table>
 <h2>Each metric against each property</h2>
-<img alt="metrics against cell properties" src="data:image/png;base64,{b64}">
+<img alt="metrics against cell properties" src="{data_uri(png)}">
 <h2>Joined table</h2>
 <table><tr><th>column</th>{head}</tr>{body}</table>
 </body></html>

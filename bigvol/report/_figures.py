@@ -1,73 +1,30 @@
-"""The HTML report of a run: one self-contained file, figures embedded as PNG.
-
-:func:`write_report` reads a run store (``RUN.zarr``) and its ``metrics.json`` and writes one
-HTML page that needs nothing else: no external files, no network, no JavaScript. It holds
-
-- a header: run path, shape, voxel size, bigvol version, the arrays present (and those
-  missing), and the provenance record of every completed stage;
-- orthogonal slice views (xy at the middle slice, xz, yz) of ``raw``, ``normalized``,
-  ``segmentation`` (and ``threshold`` / ``truth`` when present), the phases in a colour map
-  with a legend;
-- per-slice mean brightness before and after normalization with the 1-99 % band (the
-  paper's Fig. 7) and the gray-level histograms of a few slices before and after;
-- per-slice accuracy of each segmentation method (Fig. 6) and the confusion matrices
-  normalized by true class side by side, as tables and heatmaps (Table 1);
-- a 3D view of each phase (a marching-cubes mesh of a centred, downsampled crop rendered
-  offscreen) and the local-thickness map of the solid electrolyte with its histogram and
-  a 3D view coloured by thickness (Fig. 8);
-- the metrics table, every number with its unit.
-
-Only the planes and the small crop that are drawn are read from Zarr, never a whole
-volume: the memory used depends on the slice size, not on the number of slices. Figures
-are drawn with :class:`matplotlib.figure.Figure` (no pyplot, no global backend change).
-"""
+"""The report's figures, drawn with :class:`matplotlib.figure.Figure` and embedded as
+``<figure>`` elements: orthogonal slices, per-slice brightness and gray-level histograms, the
+segmentation quality (accuracy per slice, confusion matrices with their tables), the 3D views
+of the phases (marching-cubes meshes) and the local-thickness map, histogram and 3D view."""
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
-import io
-import json
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .conventions import run_stem
-from .record import flatten_metrics
-from .store import read_region
-from .errors import InputError
-
-__all__ = ["write_report", "PHASE_COLOURS"]
+from .._html import data_uri, png_bytes
+from .._html import escape as _esc
+from ..store import read_region
+from ._data import _LABEL_ARRAYS, _crop, _shrink
+from ._page import _fmt, _slugid
 
 #: Colours of the phase codes 0, 1, 2 (pore, solid electrolyte, active material); more
 #: phases take the following tab10 colours.
 PHASE_COLOURS = ("#3a3a3a", "#f28e2b", "#4e79a7")
 _EXTRA_COLOURS = ("#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f")
-_ORTHO_ARRAYS = ("raw", "normalized", "segmentation", "threshold", "truth")
-_LABEL_ARRAYS = ("segmentation", "threshold", "truth")
-_AXES = ("z", "y", "x")
-
-
-# -- small helpers -------------------------------------------------------------------------
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _png(fig) -> str:
-    """A matplotlib Figure as an ``<img>`` source (base64 PNG data URI)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _figure(fid: str, title: str, fig, caption: str = "") -> str:
-    src = _png(fig)
+    src = data_uri(png_bytes(fig))
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     return (
         f'<figure id="{_esc(fid)}"><img alt="{_esc(title)}" src="{src}">'
@@ -82,60 +39,6 @@ def _colours(n: int) -> list[str]:
     return base[:n]
 
 
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "n/a"
-    if isinstance(v, (int, np.integer)) or (float(v).is_integer() and abs(v) < 1e12):
-        return f"{int(v)}"
-    return f"{v:.4g}"
-
-
-_SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _unit(name: str) -> str:
-    """The unit of a flattened metrics column, read from its name's last token
-    (``_nm``, ``_um-1``, ``_um3``, ``_vox``, ``_s``, ...)."""
-    import re
-
-    m = re.search(r"_(nm|um|vox)(-?\d)?$", name)
-    if m:
-        base = {"nm": "nm", "um": "µm", "vox": "voxel"}[m.group(1)]
-        if m.group(2) is None:
-            return base + ("s" if base == "voxel" else "")
-        return base + m.group(2).translate(_SUP)
-    if name.endswith("_s"):
-        return "s"
-    if name.endswith("_gray"):
-        return "gray level"
-    if name.startswith("shape_") or name.endswith(("n_components", "n_spanning", "n_voxels",
-                                                  "n_subvolumes", "n_percolating")):
-        return "count"
-    if "fraction" in name or "accuracy" in name or "_recall_" in name or "_iou_" in name \
-            or "_precision_" in name:
-        return "fraction (0-1)"
-    if name.endswith(("_tau", "eff_ratio")):
-        return "1"
-    return ""
-
-
-_SECTIONS = (
-    ("shape_", "Volume"), ("voxel_size_", "Volume"), ("volume_fraction_", "Volume fractions"),
-    ("isolated_fraction_", "Isolated fraction (not connected across the thickness axis)"),
-    ("percolation_", "Percolation"), ("thickness_", "Local thickness"),
-    ("tortuosity_", "Tortuosity and effective transport"), ("interfaces_", "Interfaces"),
-    ("evaluation_", "Segmentation quality"), ("normalization_", "Brightness normalization"),
-    ("timings_", "Timings"),
-)
-
-
-def _section_of(name: str) -> str:
-    for prefix, title in _SECTIONS:
-        if name.startswith(prefix):
-            return title
-    return "Other"
-
-
 def _physical(vs):
     """Voxel size (z, y, x) and unit label for axes: µm when known, else voxels."""
     if vs is None:
@@ -143,44 +46,6 @@ def _physical(vs):
     return tuple(float(v) / 1000.0 for v in vs), "µm"
 
 
-def _shrink(a: np.ndarray, step: int, labels: bool) -> np.ndarray:
-    """Downsample a plane for display: nearest (every ``step``-th) for labels, block mean
-    for gray levels."""
-    if step <= 1:
-        return a
-    if labels:
-        return a[::step, ::step]
-    h, w = (a.shape[0] // step) * step, (a.shape[1] // step) * step
-    if h == 0 or w == 0:
-        return a[::step, ::step]
-    return a[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
-
-
-class _Store:
-    """What the report reads from a run store: complete arrays only, slices only."""
-
-    def __init__(self, run):
-        self.run = run
-        self.missing: dict[str, str] = {}
-
-    def array(self, name: str):
-        if name not in self.run:
-            self.missing[name] = "absent"
-            return None
-        if not self.run.is_complete(name):
-            self.missing[name] = "incomplete (its stage did not finish)"
-            return None
-        node = self.run.zarr_array(name)
-        if len(node.shape) != 3:
-            self.missing[name] = "not a (z, y, x) array"
-            return None
-        return node
-
-    def thickness_names(self) -> list[str]:
-        return self.run.array_names("thickness")
-
-
-# -- sections ------------------------------------------------------------------------------
 def _ortho_figure(arr, name, phases, vs, max_px):
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
@@ -430,19 +295,6 @@ def _evaluation_section(ev: Mapping[str, Any], phases) -> str:
     return "\n".join(out)
 
 
-def _crop(arr, mesh_size: int):
-    """A centred crop of at most ``2 * mesh_size`` voxels per axis, then a stride that brings
-    it to at most ``mesh_size``; returns (region slices, stride)."""
-    region, strides = [], []
-    for n in arr.shape:
-        c = min(n, 2 * mesh_size)
-        s0 = (n - c) // 2
-        region.append(slice(s0, s0 + c))
-        strides.append(max(1, math.ceil(c / mesh_size)))
-    step = max(strides)
-    return tuple(slice(r.start, r.stop, step) for r in region), step
-
-
 def _mesh(mask: np.ndarray, spacing):
     """Marching-cubes triangles of a binary mask (padded so that surfaces close)."""
     from skimage.measure import marching_cubes
@@ -484,9 +336,9 @@ def _draw_mesh(ax, verts, faces, facecolours, box):
 
 
 def _phases_3d_section(seg, phases, vs, mesh_size):
+    import mpl_toolkits.mplot3d  # noqa: F401  (registers the 3d projection)
     from matplotlib.colors import to_rgb
     from matplotlib.figure import Figure
-    import mpl_toolkits.mplot3d  # noqa: F401  (registers the 3d projection)
 
     region, step = _crop(seg, mesh_size)
     crop = read_region(seg, region)
@@ -519,8 +371,8 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
 
 
 def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px):
-    from matplotlib.figure import Figure
     import mpl_toolkits.mplot3d  # noqa: F401
+    from matplotlib.figure import Figure
 
     arr = store.array(f"thickness/{name}")
     out = []
@@ -621,286 +473,3 @@ def _thickness_section(store, name, seg, phases, metrics, vs, mesh_size, max_px)
                                "coloured by the local thickness just inside it (shading "
                                "darkens faces turned from the light)"))
     return "\n".join(out)
-
-
-def _slugid(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in str(name).lower()).strip("-")
-
-
-def _metrics_tables(metrics: Mapping[str, Any], phases) -> str:
-    flat = flatten_metrics(metrics)
-    if not flat:
-        return "<p>No metrics.</p>"
-    out = []
-    perc = metrics.get("percolation")
-    if isinstance(perc, Mapping) and perc.get("phase") and perc.get("axis"):
-        ph_list = list(perc["phase"])
-        ax_list = [(_AXES[a] if isinstance(a, int) and 0 <= a < 3 else str(a))
-                   for a in perc["axis"]]
-        cf = list(perc.get("connected_fraction") or [])
-        axes = list(dict.fromkeys(ax_list))
-        phs = list(dict.fromkeys(
-            phases[p] if isinstance(p, int) and p < len(phases) else str(p) for p in ph_list))
-        grid = {}
-        for i, (p, a) in enumerate(zip(ph_list, ax_list)):
-            p = phases[p] if isinstance(p, int) and p < len(phases) else str(p)
-            if i < len(cf) and cf[i] is not None:
-                grid[(p, a)] = float(cf[i])
-        t = ("<p>Percolation: the fraction of each phase's volume in clusters that connect "
-             "both faces of the volume along each axis.</p>"
-             '<table class="num" id="tab-percolation">'
-             "<tr><th>phase \\ axis</th>" + "".join(f"<th>{_esc(a)}</th>" for a in axes)
-             + "</tr>")
-        for p in phs:
-            t += f"<tr><th>{_esc(p)}</th>" + "".join(
-                f"<td>{_fmt(grid[(p, a)]) if (p, a) in grid else 'n/a'}</td>" for a in axes
-            ) + "</tr>"
-        out.append(t + "</table>")
-    rows = []
-    current = None
-    for k, v in flat.items():
-        sec = _section_of(k)
-        if sec != current:
-            rows.append(f'<tr class="sec"><th colspan="3">{_esc(sec)}</th></tr>')
-            current = sec
-        rows.append(
-            f'<tr data-key="{_esc(k)}" data-value="{_esc(repr(v))}"><th class="key">{_esc(k)}</th>'
-            f"<td>{_fmt(v)}</td><td class=unit>{_esc(_unit(k))}</td></tr>"
-        )
-    out.append('<table class="num" id="tab-metrics"><tr><th>quantity</th><th>value</th>'
-               "<th>unit</th></tr>" + "".join(rows) + "</table>")
-    return "\n".join(out)
-
-
-def _header(run, metrics_src, shape) -> str:
-    vs = run.voxel_size
-    vs_txt = "unknown (unit voxels)" if vs is None else " × ".join(f"{v:g}" for v in vs) + \
-        " nm (z, y, x)"
-    created = run.group.attrs.get("bigvol", {})
-    rows = [
-        ("run store", str(Path(run.path).resolve())),
-        ("shape (z, y, x)", " × ".join(str(s) for s in shape) if shape else "unknown"),
-        ("voxel size", vs_txt),
-        ("phases", ", ".join(f"{i} = {p}" for i, p in enumerate(run.phases))),
-        ("metrics", metrics_src),
-        ("report by", f"bigvol {__version__}, "
-         f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}"),
-        ("store written by", f"bigvol {created.get('version', '?')}, created "
-         f"{created.get('created_at', '?')}"),
-    ]
-    t = '<table class="kv" id="tab-header">' + "".join(
-        f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
-    return t
-
-
-def _arrays_table(run) -> str:
-    info = []
-
-    def visit(group, prefix=""):
-        for key, node in sorted(group.members()):
-            full = f"{prefix}{key}"
-            if hasattr(node, "shape"):
-                info.append((full, node))
-            else:
-                visit(node, full + "/")
-
-    visit(run.group)
-    rows = "".join(
-        f"<tr><td>{_esc(n)}</td><td>{_esc(tuple(a.shape))}</td><td>{_esc(a.dtype)}</td>"
-        f"<td>{_esc(tuple(a.chunks))}</td>"
-        f"<td>{'yes' if a.attrs.get('bigvol', {}).get('complete') else 'NO'}</td></tr>"
-        for n, a in info)
-    t = ('<table id="tab-arrays"><tr><th>array</th><th>shape</th><th>dtype</th><th>chunks</th>'
-         f"<th>complete</th></tr>{rows}</table>")
-    return t
-
-
-def _provenance_table(run) -> str:
-    stages = run.stages
-    if not stages:
-        return "<p>No completed stage is recorded in the store.</p>"
-    rows = []
-    for name, rec in stages.items():
-        params = json.dumps(rec.get("parameters", {}), sort_keys=True)
-        rows.append(
-            f"<tr><td>{_esc(name)}</td><td>{_esc(rec.get('completed_at', '?'))}</td>"
-            f"<td>{_esc(rec.get('version', '?'))}</td><td><code>{_esc(rec.get('fingerprint', ''))}"
-            f"</code></td><td>{_esc(', '.join(rec.get('outputs', [])))}</td>"
-            f"<td><code class=params>{_esc(params)}</code></td></tr>")
-    return ('<table id="tab-provenance"><tr><th>stage</th><th>completed</th><th>version</th>'
-            "<th>fingerprint</th><th>outputs</th><th>parameters</th></tr>"
-            + "".join(rows) + "</table>")
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
-max-width:1100px;padding:1em 2em;color:#222;background:#fff}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #4e79a7;padding-bottom:2px;
-margin-top:2em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top}th{background:#f1f3f6;
-text-align:left}table.num td{text-align:right;font-variant-numeric:tabular-nums}
-th.key{font-family:monospace;font-weight:normal}td.unit{text-align:left!important}
-td.diag{background:#dde8f5;font-weight:600}tr.sec th{background:#dfe6ee;padding-top:6px}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 1.5em}
-caption{font-weight:600;text-align:left;
-padding:2px 0}figure{margin:1em 0}figure img{max-width:100%;height:auto;display:block}
-figcaption{font-size:.85em;color:#555;margin-top:.3em}code.params{font-size:.8em;
-word-break:break-all}.side{display:flex;flex-wrap:wrap;gap:1.5em}.missing{color:#a33}
-"""
-
-
-def write_report(
-    run_path,
-    metrics: Mapping[str, Any] | str | os.PathLike | None = None,
-    out_html: str | os.PathLike | None = None,
-    *,
-    mesh_size: int = 96,
-    hist_slices: int = 3,
-    max_image_px: int = 900,
-) -> Path:
-    """Write the self-contained HTML report of a run.
-
-    Parameters
-    ----------
-    run_path : path or bigvol.store.Run
-        The run store (``RUN.zarr``). Arrays used when present and complete: ``raw``,
-        ``normalized``, ``segmentation``, ``threshold``, ``truth`` (phase codes) and
-        ``thickness/<phase>`` (local thickness, nm). The report says which are missing.
-    metrics : dict or path, optional
-        The run's metrics (the ``metrics.json`` schema of the pipeline) or the path of the
-        JSON file. Default: ``RUN.metrics.json`` beside the store when it exists.
-    out_html : path, optional
-        Where to write; default ``RUN.report.html`` beside the store.
-    mesh_size : int
-        The 3D views mesh a centred crop of the segmentation of at most ``2 * mesh_size``
-        voxels per axis, downsampled to at most ``mesh_size`` per axis.
-    hist_slices : int
-        Gray-level histograms of this many slices (first, middle, last, ...).
-    max_image_px : int
-        Slice planes larger than this are shown downsampled (block mean for gray levels,
-        nearest for phase codes).
-
-    Returns
-    -------
-    Path
-        The HTML file written.
-
-    Notes
-    -----
-    The page has no external resource and no script: every figure is a base64 PNG. Only
-    three planes per array, ``hist_slices`` slices of ``raw`` and ``normalized``, one slice
-    and one crop of each thickness map are read from Zarr.
-
-    Examples
-    --------
-    >>> write_report("cellA.zarr")                       # doctest: +SKIP
-    PosixPath('cellA.report.html')
-    """
-    from .store import Run
-
-    run = run_path if isinstance(run_path, Run) else Run.open(run_path)
-    metrics_src = "given by the caller"
-    if metrics is None:
-        mpath = run.paths["metrics_json"]
-        if mpath.exists():
-            metrics = mpath
-        else:
-            metrics, metrics_src = {}, f"none ({mpath} does not exist)"
-    if isinstance(metrics, (str, os.PathLike)):
-        mpath = Path(metrics)
-        try:
-            metrics_src = str(mpath)
-            metrics = json.loads(mpath.read_text())
-        except FileNotFoundError:
-            raise InputError(f"no metrics file {mpath}") from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read metrics file {mpath}: {e}") from None
-    if not isinstance(metrics, Mapping):
-        raise InputError(
-            f"metrics must be a dict or a JSON file path, got {type(metrics).__name__}")
-    out = Path(out_html) if out_html is not None else run.paths["report"]
-    for name, v in (("mesh_size", mesh_size), ("hist_slices", hist_slices),
-                    ("max_image_px", max_image_px)):
-        if not isinstance(v, (int, np.integer)) or v < (0 if name == "hist_slices" else 8):
-            raise InputError(f"{name} must be an integer >= "
-                             f"{0 if name == 'hist_slices' else 8}, got {v!r}")
-
-    store = _Store(run)
-    phases = run.phases
-    vs = run.voxel_size
-    arrays = {name: store.array(name) for name in _ORTHO_ARRAYS}
-    shape = next((tuple(a.shape) for a in arrays.values() if a is not None),
-                 tuple(metrics.get("shape") or ()))
-    title = metrics.get("run") or run_stem(run.path)
-    sections: list[str] = []
-
-    sections.append(f"<h1>bigvol report: {_esc(Path(str(title)).stem)}</h1>")
-    sections.append(_header(run, metrics_src, shape))
-
-    # slices
-    body = []
-    for name in _ORTHO_ARRAYS:
-        a = arrays[name]
-        if a is not None:
-            body.append(_ortho_figure(a, name, phases, vs, max_image_px))
-    # brightness
-    norm_html = []
-    norm = metrics.get("normalization")
-    if isinstance(norm, Mapping):
-        norm_html.append(_brightness_figure(norm))
-    else:
-        norm_html.append("<p>No normalization curves in the metrics.</p>")
-    raw, normed = arrays["raw"], arrays["normalized"]
-    if raw is not None and normed is not None and raw.shape == normed.shape and hist_slices:
-        nz = raw.shape[0]
-        picks = np.unique(np.linspace(0, nz - 1, max(1, int(hist_slices))).round().astype(int))
-        if nz > 1 and len(picks) < 3 and hist_slices >= 3:
-            picks = np.unique(np.r_[picks, nz // 2])
-        norm_html.append(_histogram_figure(raw, normed, [int(z) for z in picks]))
-
-    ev = metrics.get("evaluation")
-    ev_html = (_evaluation_section(ev, phases) if isinstance(ev, Mapping) and ev
-               else "<p>No evaluation against ground truth in the metrics (no labelled "
-                    "slices or phantom truth).</p>")
-
-    seg = arrays["segmentation"]
-    struct = []
-    if seg is not None:
-        struct.append(_phases_3d_section(seg, phases, vs, mesh_size))
-    else:
-        struct.append('<p class="missing">No segmentation: no 3D view.</p>')
-    tnames = store.thickness_names()
-    thick_metric_names = [k for k in (metrics.get("thickness") or {})]
-    order = sorted(set(tnames) | set(thick_metric_names),
-                   key=lambda n: (n != (phases[1] if len(phases) > 1 else ""), n))
-    if not tnames:
-        store.missing.setdefault(
-            f"thickness/{phases[1] if len(phases) > 1 else '<phase>'}", "absent")
-    for name in order:
-        struct.append(_thickness_section(store, name, seg, phases, metrics, vs, mesh_size,
-                                         max_image_px))
-
-    sections.append("<h2>Arrays</h2>" + _arrays_table(run))
-    if store.missing:
-        sections.append('<p class="missing" id="missing">Missing from the store: ' + "; ".join(
-            f"<b>{_esc(k)}</b> ({_esc(v)})" for k, v in store.missing.items()) + "</p>")
-    sections.append("<h2>Provenance</h2>" + _provenance_table(run))
-    sections.append("<h2>Slices</h2>" + ('<div class="grid2">' + "\n".join(body) + "</div>"
-                                          if body else
-                                          '<p class="missing">No image array to show.</p>'))
-    sections.append("<h2>Brightness normalization</h2>" + "\n".join(h for h in norm_html if h))
-    sections.append("<h2>Segmentation quality</h2>" + ev_html)
-    sections.append("<h2>Structure</h2>" + "\n".join(s for s in struct if s))
-    sections.append("<h2>Metrics</h2>" + _metrics_tables(metrics, phases))
-
-    doc = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>bigvol report: {_esc(Path(str(title)).stem)}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
-    )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(doc, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write the report {out}: {e}") from None
-    return out
