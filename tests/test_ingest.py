@@ -600,8 +600,17 @@ def test_incomplete_bigvol_array_is_not_a_source(tmp_path):
 
 def test_docstring_examples():
     import doctest
+    import importlib
+    import pkgutil
 
-    import bigvol._ingest as mod
+    import bigvol._ingest as pkg
 
-    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert res.failed == 0 and res.attempted >= 5
+    # the package and each of its modules (the examples live in _sources and _metadata)
+    mods = [pkg] + [importlib.import_module(f"{pkg.__name__}.{m.name}")
+                    for m in pkgutil.iter_modules(pkg.__path__)]
+    failed = attempted = 0
+    for mod in mods:
+        res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        failed += res.failed
+        attempted += res.attempted
+    assert failed == 0 and attempted >= 5
