@@ -35,6 +35,8 @@ class Options(BaseModel):
                               arbitrary_types_allowed=True)
     #: what the options are for, in error messages ("align options")
     _what: typing.ClassVar[str] = "options"
+    #: the first sentence of each option's description in the function's docstring
+    _docs: typing.ClassVar[dict[str, str]] = {}
 
     def __init__(self, **data):
         try:
@@ -45,6 +47,42 @@ class Options(BaseModel):
     def kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of the function."""
         return {k: getattr(self, k) for k in type(self).model_fields}
+
+    @classmethod
+    def doc(cls, name: str) -> str:
+        """The first sentence of the option's description in the function's docstring."""
+        return cls._docs.get(name, "")
+
+
+def parameter_docs(fn) -> dict[str, str]:
+    """``{name: first sentence}`` from the numpydoc ``Parameters`` section of ``fn``."""
+    lines = (inspect.getdoc(fn) or "").splitlines()
+    out: dict[str, str] = {}
+    try:
+        i = lines.index("Parameters") + 2
+    except ValueError:
+        return out
+    names: list[str] = []
+    desc: list[str] = []
+
+    def flush():
+        text = " ".join(desc)
+        first = text.split(". ")[0].rstrip(".")
+        for n in names:
+            out.setdefault(n, first)
+
+    for j in range(i, len(lines)):
+        line = lines[j]
+        if j + 1 < len(lines) and lines[j + 1].startswith("---"):
+            break  # the next section
+        if line and not line.startswith(" "):
+            flush()
+            names = [n.strip() for n in line.split(" : ")[0].split(",")]
+            desc = []
+        elif line.strip():
+            desc.append(line.strip())
+    flush()
+    return out
 
 
 def describe_errors(err: ValidationError, model: type[BaseModel]) -> str:
@@ -75,6 +113,10 @@ def options_model(name: str, what: str, *functions, exclude=(), types=None) -> t
             fields[p.name] = (ann, p.default)
     model = create_model(name, __base__=Options, **fields)
     model._what = what
+    model._docs = {}
+    for fn in functions:
+        for k, v in parameter_docs(fn).items():
+            model._docs.setdefault(k, v)
     model.__doc__ = (f"Options of {', '.join(f'``{f.__module__}.{f.__qualname__}``' for f in functions)} "
                      "(keyword arguments, same names and defaults).")
     return model
@@ -96,8 +138,12 @@ def _destripe():
 def _normalize():
     from . import normalize
 
-    return options_model("NormalizeOptions", "normalize options", normalize.fit_lookup_tables,
-                         exclude=("report_percentiles",))
+    model = options_model("NormalizeOptions", "normalize options", normalize.fit_lookup_tables,
+                          exclude=("report_percentiles",))
+    for k, v in parameter_docs(normalize.match_histograms).items():
+        if not model._docs.get(k):
+            model._docs[k] = v
+    return model
 
 
 def _train():
@@ -117,6 +163,13 @@ def _predict():
                          exclude=("probabilities",))
 
 
+def _phantom():
+    from . import synth
+
+    return options_model("PhantomOptions", "phantom parameters", synth.phantom,
+                         exclude=("seed", "voxel_size", "chunks"))
+
+
 def _tortuosity():
     from .metrics import transport
 
@@ -130,6 +183,8 @@ NormalizeOptions = _normalize()
 TrainOptions = _train()
 PredictOptions = _predict()
 TortuosityOptions = _tortuosity()
+PhantomOptions = _phantom()
 
 __all__ = ["Options", "options_model", "AlignOptions", "DestripeOptions", "NormalizeOptions",
-           "TrainOptions", "PredictOptions", "TortuosityOptions"]
+           "TrainOptions", "PredictOptions", "TortuosityOptions", "PhantomOptions",
+           "parameter_docs"]

@@ -35,6 +35,7 @@ report       ``X.report.html``                      :func:`bigvol.report.write_r
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +74,8 @@ class Outcome:
     skipped: bool
     record: dict = field(default_factory=dict)
     seconds: float = 0.0
+    #: one line for the user: what the stage did, or that it was up to date
+    summary: str = ""
 
     @property
     def results(self) -> dict:
@@ -106,6 +109,7 @@ def stage_fingerprint(name: str, params, upstream: Sequence) -> str:
 def run_stage(run: Run, name: str, params: dict, *, upstream: Sequence = (),
               outputs: Sequence[str] = (), body: Callable[[str], dict | None],
               up_to_date: Callable[[dict], bool] | None = None,
+              summary: Callable[[Outcome], str] | None = None,
               progress: bool = False) -> Outcome:
     """Skip the stage when it is up to date, else run ``body(fingerprint)`` and record it.
 
@@ -113,13 +117,15 @@ def run_stage(run: Run, name: str, params: dict, *, upstream: Sequence = (),
     killed write resumes) and returns the stage's small results (JSON-able). Up to date:
     the recorded fingerprint is this one, every output array is complete and
     ``up_to_date(record)`` (for outputs that are not arrays, e.g. the model file).
+    ``summary(outcome)``: the line that tells the user what the stage did.
     """
     fp = stage_fingerprint(name, params, upstream)
     rec = run.stage(name)
     if (rec and rec.get("fingerprint") == fp and all(run.is_complete(o) for o in outputs)
             and (up_to_date is None or up_to_date(rec))):
         note("stage %s: up to date, skipped", name)
-        return Outcome(name, fp, True, rec)
+        return Outcome(name, fp, True, rec, summary=f"{run.path}: {name} is up to date (same "
+                       "inputs and parameters): nothing to do")
     t0 = time.perf_counter()
     note("stage %s: started (fingerprint %s)", name, fp[:12])
     with progress_bar(f"{name} ...", progress):
@@ -128,7 +134,13 @@ def run_stage(run: Run, name: str, params: dict, *, upstream: Sequence = (),
     note("stage %s: done in %.1f s", name, seconds)
     rec = run.record_stage(name, parameters=params, fingerprint=fp, outputs=outputs,
                            extra={"seconds": seconds, "results": results})
-    return Outcome(name, fp, False, rec, seconds)
+    out = Outcome(name, fp, False, rec, seconds)
+    out.summary = (summary(out) if summary else name) + f" in {seconds:.1f} s"
+    return out
+
+
+def _rate(shape, seconds) -> str:
+    return f"{math.prod(shape) / max(seconds, 1e-9) / 1e6:.1f} MVx/s"
 
 
 def _chunks_for(data, chunks):
@@ -160,8 +172,12 @@ def synth(run: Run, *, shape, seed: int = 0, chunks=None, progress: bool = False
         return {"source": "phantom", "true_shifts_px": S.true_shifts(
             shape, seed=seed, xy_drift_px=full["xy_drift_px"]).tolist()}
 
+    def summary(o):
+        return (f"phantom {shape} seed {seed} -> {run.path} (raw, truth), chunks "
+                f"{run.zarr_array('raw').chunks} ({_rate(shape, o.seconds)})")
+
     return run_stage(run, "synth", full, outputs=("raw", "truth"), body=body,
-                     progress=progress)
+                     summary=summary, progress=progress)
 
 
 def ingest(run, source, *, name: str = "raw", chunks=None, voxel_size=None,
@@ -176,11 +192,22 @@ def ingest(run, source, *, name: str = "raw", chunks=None, voxel_size=None,
     t0 = time.perf_counter()
     ingest_array(source, run, chunks=chunks, voxel_size=voxel_size, allow_gaps=allow_gaps,
                  name=name, phases=phases)
-    rec = Run.open(path).stage(st) or {}
+    seconds = time.perf_counter() - t0
+    r = Run.open(path)
+    rec = r.stage(st) or {}
     skipped = before is not None and rec == before
-    note("stage %s: %s", st, "up to date, skipped" if skipped else
-         f"done in {time.perf_counter() - t0:.1f} s")
-    return Outcome(st, rec.get("fingerprint", ""), skipped, rec, time.perf_counter() - t0)
+    note("stage %s: %s", st, "up to date, skipped" if skipped else f"done in {seconds:.1f} s")
+    if skipped:
+        text = (f"{path}/{name} is up to date with {source} (same files and parameters): "
+                "nothing to do")
+    else:
+        arr, vs, origin = r.zarr_array(name), r.voxel_size, rec.get("voxel_size_origin")
+        vs_text = "unknown" if vs is None else " x ".join(f"{v:g}" for v in vs) + " nm"
+        vs_text += f" ({origin})" if vs is not None and origin else ""
+        text = (f"ingested {source} -> {path}/{name}: {tuple(arr.shape)} {arr.dtype}, chunks "
+                f"{tuple(arr.chunks)}, voxel size {vs_text} ({_rate(arr.shape, seconds)}) in "
+                f"{seconds:.1f} s")
+    return Outcome(st, rec.get("fingerprint", ""), skipped, rec, seconds, text)
 
 
 def _is_run(path: Path) -> bool:
@@ -251,8 +278,20 @@ def preprocess(run: Run, steps: Sequence[tuple[str, object]], *, source: str = "
                   fingerprint=fp)
         return results
 
+    def summary(o):
+        r, shape = o.results, run.zarr_array(output).shape
+        text = (f"{name}: {run.path}/{source} {shape} -> {output} "
+                f"({_rate(shape, o.seconds)})")
+        if "shifts_px" in r:
+            text += f"; largest shift {np.abs(np.asarray(r['shifts_px'])).max():.2f} px"
+        if "statistics_before" in r:
+            d = [max(r[k]["mean"]) - min(r[k]["mean"])
+                 for k in ("statistics_before", "statistics_after")]
+            text += f"; range of slice means {d[0]:.1f} -> {d[1]:.1f} gray levels"
+        return text
+
     return run_stage(run, name, params, upstream=[run.fingerprint_of(source)],
-                     outputs=(output,), body=body, progress=progress)
+                     outputs=(output,), body=body, summary=summary, progress=progress)
 
 
 # -- segmentation ---------------------------------------------------------------------------
@@ -314,8 +353,14 @@ def train(run: Run, labels, slices: Sequence[int], *, options=None, classes=None
         except Exception:
             return False
 
+    def summary(o):
+        r = o.results
+        acc = r.get("best_val_accuracy")
+        return (f"trained {len(r['classes'])} classes ({r['steps']} steps, {r['stopped']}); "
+                f"validation accuracy {'n/a' if acc is None else f'{acc:.4f}'} -> {r['model']}")
+
     return run_stage(run, "train", params, upstream=[run.fingerprint_of(image), labels_id],
-                     body=body, up_to_date=model_unchanged)
+                     body=body, up_to_date=model_unchanged, summary=summary)
 
 
 def segment(run: Run, *, method: str = "segnet", model=None, options=None,
@@ -364,8 +409,13 @@ def segment(run: Run, *, method: str = "segnet", model=None, options=None,
             run.phases = model.classes  # the codes now mean the model's classes
         return {"model_digest": model.digest} if method == "segnet" else {}
 
+    def summary(o):
+        shape = run.zarr_array("segmentation").shape
+        return (f"segmented {run.path}/{image} {shape} -> {', '.join(outputs)} "
+                f"({method}, {_rate(shape, o.seconds)})")
+
     return run_stage(run, "segment", params, upstream=upstream, outputs=outputs, body=body,
-                     progress=progress)
+                     summary=summary, progress=progress)
 
 
 def _load_model(model):
@@ -443,17 +493,18 @@ def label(run: Run, phase="all", *, connectivity: int = 26, progress: bool = Fal
     from ._label import label_array_name, write_labels
 
     name = label_array_name(run, phase)
-    out = {}
-
     def body(fp):
         arr, n = write_labels(run, phase, connectivity=connectivity, fingerprint=fp)
-        out.update(array=arr, n_components=int(n))
-        return dict(out)
+        return {"array": arr, "n_components": int(n)}
+
+    def summary(o):
+        return (f"{o.results['n_components']} components ({connectivity}-connected) -> "
+                f"{run.path}/{name}")
 
     return run_stage(run, f"label:{name.split('/', 1)[1]}",
                      {"phase": phase, "connectivity": connectivity},
                      upstream=[run.fingerprint_of("segmentation")], outputs=(name,), body=body,
-                     progress=progress)
+                     summary=summary, progress=progress)
 
 
 def analyze(run: Run, options=None, *, progress: bool = False) -> Outcome:

@@ -401,6 +401,75 @@ class Run:
         )
         return arr, flags
 
+    # -- sequential slab writes (ingest) ---------------------------------------------------
+    def write_slabs(self, name: str, read_slab, *, shape, dtype, chunks, fingerprint: str,
+                    source_dtype=None, compressor=None, attrs=None) -> int:
+        """Write an array slab by slab along z from ``read_slab(z0, z1, buffer)``, resumably.
+
+        For sources read in order (a folder of TIFF slices, a multi-page TIFF): one slab of
+        ``chunks[0]`` slices is read (into one of two buffers of ``source_dtype``, used in
+        turn) while the previous one is written, one row of chunks at a time, into the
+        partial array ``<name>_partial``. After each slab its end is recorded, so an
+        interrupted write of the same ``fingerprint`` resumes after its last written slab
+        with the same result. :meth:`swap_in` then gives the array its name. Peak memory:
+        two slabs. Returns the slice the write resumed at (0 for a fresh write).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        arr, z_start = self._partial_array(name, shape, dtype, chunks, fingerprint,
+                                           compressor, attrs)
+        cz = arr.chunks[0]
+        buffers = [np.empty((min(cz, shape[0]), *shape[1:]), source_dtype or dtype)
+                   for _ in range(2)]
+        with ThreadPoolExecutor(1) as writer:
+            pending = None
+            for k, z0 in enumerate(range(z_start, shape[0], cz)):
+                z1 = min(z0 + cz, shape[0])
+                # buffer k % 2 was last used by the write of slab k - 2, finished by now
+                slab = read_slab(z0, z1, buffers[k % 2])
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_slab, arr, z0, z1, slab, fingerprint)
+                del slab
+            if pending is not None:
+                pending.result()
+        return z_start
+
+    def _partial_array(self, name, shape, dtype, chunks, fingerprint, compressor, attrs):
+        tmp = f"{name}_partial"
+        if tmp in self:
+            old = self.group[tmp]
+            prog = old.attrs.get("slab_progress") or {}
+            if (isinstance(old, zarr.Array) and prog.get("fingerprint") == fingerprint
+                    and tuple(old.shape) == tuple(shape) and old.dtype == dtype
+                    and tuple(old.chunks) == tuple(chunks)
+                    and 0 < int(prog.get("z_done", 0)) < shape[0]):
+                return old, int(prog["z_done"])
+        arr = self.create_array(tmp, shape=shape, dtype=dtype, chunks=chunks,
+                                compressor=compressor, attrs={
+                                    **dict(attrs or {}),
+                                    "slab_progress": {"fingerprint": fingerprint, "z_done": 0}})
+        return arr, 0
+
+    def swap_in(self, name: str, **info) -> zarr.Array:
+        """The finished ``<name>_partial`` becomes ``name`` (an old ``name`` is deleted only
+        after the new one is in place) and is marked complete with ``info``."""
+        import shutil
+
+        final, old = self.path / name, self.path / f"{name}_old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(self.path / f"{name}_partial", final)
+        self.mark_complete(name, **info)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.group[name]
+
+    def discard_partial(self, name: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.path / f"{name}_partial", ignore_errors=True)
+
     # -- OME-Zarr ------------------------------------------------------------------------
     def _write_ome(self) -> None:
         """Write NGFF 0.5 ``multiscales`` (one per image array) on the root group."""
@@ -432,6 +501,26 @@ class Run:
         self.group.attrs["ome"] = ome
 
     # -- summary -------------------------------------------------------------------------
+    def summary(self) -> str:
+        """:meth:`info` as text (``bigvol info``)."""
+        info = self.info()
+        vs = info["voxel_size_nm"]
+        lines = [
+            f"run store    {info['path']}",
+            "voxel size   " + ("unknown" if vs is None else
+                               " x ".join(f"{v:g}" for v in vs) + " nm (z, y, x)"),
+            f"phases       {', '.join(f'{i}={n}' for i, n in enumerate(info['phases']))}",
+            f"size on disk {_human_bytes(info['bytes_on_disk'])}",
+            "arrays:",
+        ]
+        for name, a in info["arrays"].items():
+            lines.append(f"  {name:<16} {tuple(a['shape'])} {a['dtype']:<8} chunks "
+                         f"{tuple(a['chunks'])}  {_human_bytes(a['bytes_on_disk'])}"
+                         + ("" if a["complete"] else "  INCOMPLETE"))
+        lines.append("completed stages:" + ("" if info["stages"] else " none"))
+        lines += [f"  {name:<16} {when}" for name, when in info["stages"].items()]
+        return "\n".join(lines)
+
     def info(self) -> dict:
         """Shape, dtype, chunks, completeness and size on disk of every array; stages."""
         arrays = {}
@@ -504,6 +593,18 @@ def read_region(arr, region) -> np.ndarray:
 
 
 
+def _write_slab(arr: zarr.Array, z0: int, z1: int, slab: np.ndarray, fingerprint: str) -> None:
+    # One row of chunks at a time (zarr encodes the chunks of a row concurrently): the chunk
+    # copies and compressed buffers zarr holds stay one row big instead of one slab big.
+    cy = arr.chunks[1]
+    for y0 in range(0, arr.shape[1], cy):
+        arr[z0:z1, y0:y0 + cy] = slab[:, y0:y0 + cy]
+    # slabs are written in order by one thread: everything below z1 is on disk
+    arr.attrs["slab_progress"] = {"fingerprint": fingerprint, "z_done": z1}
+    if _FAULT_ENV in os.environ:
+        _maybe_fault(arr.path, z1)
+
+
 def _write_blocks(*blocks, targets, flags, block_info=None):
     """Write one chunk of each target not yet flagged, then flag it (one flag per chunk)."""
     for i, (block, target, flag) in enumerate(zip(blocks, targets, flags)):
@@ -514,25 +615,33 @@ def _write_blocks(*blocks, targets, flags, block_info=None):
         target[tuple(slice(a, b) for a, b in loc)] = block
         flag[idx] = 1
         if _FAULT_ENV in os.environ:
-            _maybe_fault(target, flag)
+            _maybe_fault(target.path, int(np.asarray(flag[...]).sum()))
     return np.ones((1,) * blocks[0].ndim, dtype=np.uint8)
 
 
 #: Fault injection for the interruption tests: ``BIGVOL_FAULT_KILL=<array>:<n>:<marker>``
-#: makes the process SIGKILL itself once ``n`` chunks of ``<array>`` are written, once (the
-#: marker file records that it happened). A real kill, not a simulated exception.
+#: makes the process SIGKILL itself once ``n`` chunks (:meth:`Run.write`) or slices
+#: (:meth:`Run.write_slabs`) of ``<array>`` are written, once (the marker file records that
+#: it happened). A real kill, not a simulated exception.
 _FAULT_ENV = "BIGVOL_FAULT_KILL"
 
 
-def _maybe_fault(target, flags) -> None:
+def _maybe_fault(array_path: str, done: int) -> None:
     import signal
 
     name, n, marker = os.environ[_FAULT_ENV].split(":", 2)
-    if target.path != name or os.path.exists(marker):
+    if array_path != name or os.path.exists(marker) or done < int(n):
         return
-    if int(np.asarray(flags[...]).sum()) >= int(n):
-        Path(marker).write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
+    Path(marker).write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _du(path: Path) -> int:

@@ -84,6 +84,7 @@ def test_phantom_random_walk_drift_recovered_within_half_pixel(drifted_phantom):
     assert float(np.sqrt(np.mean(np.sum(resid**2, axis=1)))) < 0.5
 
 
+@pytest.mark.slow
 def test_50nm_slices_of_realistic_width_recovered_within_half_pixel():
     """50 nm slices with shine-through, as the default phantom renders them: on slices as
     wide as real ones (2048 px = 61 um) the particles' own slide averages out. Seeds 1/2/3

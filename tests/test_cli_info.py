@@ -91,6 +91,7 @@ def _console_script() -> str:
     return found
 
 
+@pytest.mark.slow
 def test_info_console_script(run_path):
     exe = _console_script()
     res = subprocess.run([exe, "info", str(run_path)], capture_output=True, text=True,

@@ -157,6 +157,7 @@ def test_saved_model_by_path(data, model, tmp_path):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_distributed_loads_the_model_once_per_worker(data, model, tmp_path):
     distributed = pytest.importorskip("distributed")
     from bigvol.store import Run

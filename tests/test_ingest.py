@@ -480,6 +480,7 @@ def test_failed_ingest_keeps_previous_complete_array(tmp_path):
     assert sorted(p.name for p in run_path.iterdir()) == ["raw", "zarr.json"]
 
 
+@pytest.mark.slow
 def test_killed_ingest_resumes_and_keeps_old_array(tmp_path):
     a = stack((10, 12, 14))
     src = write_folder(tmp_path / "s", a)
@@ -492,28 +493,28 @@ def test_killed_ingest_resumes_and_keeps_old_array(tmp_path):
         "import bigvol; bigvol.ingest({!r}, {!r}, chunks=(2, 5, 5), voxel_size=(5, 5, 5))"
         .format(str(src), str(run_path))
     )
-    env = dict(os.environ, BIGVOL_FAULT_KILL=f"raw_ingest_partial:6:{marker}")
+    env = dict(os.environ, BIGVOL_FAULT_KILL=f"raw_partial:6:{marker}")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
     assert res.returncode == -signal.SIGKILL and marker.exists(), res.stderr
     run = Run.open(run_path)
     # the killed ingest left the previous array complete and untouched, the new one incomplete
     np.testing.assert_array_equal(run.read("raw").compute(), old)
-    assert not run.is_complete("raw_ingest_partial")
+    assert not run.is_complete("raw_partial")
     with pytest.raises(StoreError, match="incomplete"):
-        run.read("raw_ingest_partial")
-    assert run.group["raw_ingest_partial"].attrs["ingest_progress"]["z_done"] == 6
+        run.read("raw_partial")
+    assert run.group["raw_partial"].attrs["slab_progress"]["z_done"] == 6
     # the same ingest again resumes at slice 6, and equals an uninterrupted ingest
     arr = bigvol.ingest(src, run_path, chunks=(2, 5, 5), voxel_size=(5, 5, 5))
     np.testing.assert_array_equal(arr[...], a)
     run = Run.open(run_path)
     assert run.stage("ingest")["resumed_at_slice"] == 6
-    assert "raw_ingest_partial" not in run and run.is_complete("raw")
+    assert "raw_partial" not in run and run.is_complete("raw")
     # a different input does not resume from someone else's partial array
     code2 = code.replace("voxel_size=(5, 5, 5)", "voxel_size=(6, 6, 6)")
     res = subprocess.run([sys.executable, "-c", code2], env=dict(env, BIGVOL_FAULT_KILL=(
-        f"raw_ingest_partial:4:{tmp_path / 'k2'}")), capture_output=True, timeout=120)
+        f"raw_partial:4:{tmp_path / 'k2'}")), capture_output=True, timeout=120)
     assert res.returncode == -signal.SIGKILL
-    assert Run.open(run_path).group["raw_ingest_partial"].attrs["ingest_progress"]["z_done"] == 4
+    assert Run.open(run_path).group["raw_partial"].attrs["slab_progress"]["z_done"] == 4
     arr = bigvol.ingest(src, run_path, chunks=(2, 5, 5), voxel_size=(7, 7, 7))
     assert Run.open(run_path).stage("ingest")["resumed_at_slice"] == 0
     np.testing.assert_array_equal(arr[...], a)

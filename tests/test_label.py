@@ -226,6 +226,7 @@ def test_cli_label(run_with_segmentation, capsys):
 
 
 # -- a real cluster gives the same answers as threads ------------------------------------
+@pytest.mark.slow
 def test_distributed_cluster_same_as_threads(tmp_path):
     distributed = pytest.importorskip("distributed")
     rng = np.random.default_rng(8)

@@ -365,6 +365,7 @@ def test_numpy_fallback_without_numba_gives_the_same_result(monkeypatch):
     np.testing.assert_array_equal(N.match_histograms(x, method="percentile").compute(), compiled)
 
 
+@pytest.mark.slow
 def test_on_a_local_cluster_of_processes(tmp_path):
     distributed = pytest.importorskip("distributed")
     s, _ = _drift_stack(np.uint16, n=8)

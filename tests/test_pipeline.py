@@ -63,6 +63,7 @@ def _assert_same(path, reference):
     assert _metrics(path) == metrics
 
 
+@pytest.mark.slow
 def test_run_writes_every_output_and_skips_when_up_to_date(reference, tmp_path):
     path, arrays, metrics = reference
     paths = output_paths(path)
@@ -93,6 +94,7 @@ def _run_in_subprocess(cfg, env_extra, tmp_path):
                           timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("array, n", [("segmentation", 3), ("labels/all", 2)])
 def test_sigkill_then_restart_equals_uninterrupted_run(reference, tmp_path, array, n):
     path = tmp_path / "killed.zarr"
@@ -109,6 +111,7 @@ def test_sigkill_then_restart_equals_uninterrupted_run(reference, tmp_path, arra
     _assert_same(path, reference)
 
 
+@pytest.mark.slow
 def test_local_cluster_of_processes_gives_the_same_result(reference, tmp_path):
     path = tmp_path / "lc.zarr"
     run(_cfg(path, compute={"scheduler": "processes", "workers": 2, "threads_per_worker": 1}),
@@ -125,6 +128,7 @@ def _wait_for_port(proc, pattern, timeout=60):
     raise TimeoutError(pattern)
 
 
+@pytest.mark.slow
 def test_scheduler_address_with_two_dask_workers(reference, tmp_path):
     import socket
 
@@ -163,6 +167,7 @@ def _write_yaml(cfg, tmp_path):
     return str(p)
 
 
+@pytest.mark.slow
 def test_killed_worker_mid_stage_still_completes_identically(reference, tmp_path):
     from distributed import LocalCluster
 
@@ -231,6 +236,7 @@ def small_fs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_disk_full_and_read_only_file_system_keep_completed_stages(small_fs, tmp_path, capsys):
     path = small_fs / "r.zarr"
     assert main(["run", _write_yaml(_cfg(path), tmp_path), "--quiet"]) == 0
@@ -274,6 +280,7 @@ def test_disk_full_and_read_only_file_system_keep_completed_stages(small_fs, tmp
     assert "thickness/pore" in Run.open(path)
 
 
+@pytest.mark.slow
 def test_failed_stage_keeps_completed_stages(reference, tmp_path):
     """A run whose segment stage fails (bad model path) keeps the stages done before it."""
     path = tmp_path / "keep.zarr"
@@ -295,6 +302,7 @@ def test_failed_stage_keeps_completed_stages(reference, tmp_path):
     assert "run failed" in lines[-1] and "no model" in lines[-1]
 
 
+@pytest.mark.slow
 def test_bigvol_demo_runs_the_whole_method_at_a_tiny_size(tmp_path, capsys):
     """The README's `bigvol demo`, shrunk: phantom, normalize, train, segment, analyze, report."""
     out = tmp_path / "demo"

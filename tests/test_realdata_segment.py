@@ -98,6 +98,7 @@ def test_a_label_code_outside_the_classes_is_one_clear_error(realdata):
                          steps_per_epoch=1, **SMALL)
 
 
+@pytest.mark.slow
 def test_bigvol_run_on_a_labelled_real_stack_scores_held_out_slices(realdata, tmp_path):
     raw, lab = _isbi(realdata)
     tifffile.imwrite(tmp_path / "raw.tif", raw)

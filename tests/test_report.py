@@ -320,6 +320,7 @@ class _CountingStore(WrapperStore):
         return await super().get(key, prototype, byte_range)
 
 
+@pytest.mark.slow
 def test_reads_only_the_drawn_slices(tmp_path):
     run, metrics = make_run(tmp_path)
     log: list[str] = []
@@ -415,6 +416,7 @@ def _run_chromium(exe, tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_every_image_renders_in_chromium(full_report, tmp_path):
     exe = _chromium()
     out, _, _ = full_report
@@ -446,6 +448,7 @@ def test_every_image_renders_in_chromium(full_report, tmp_path):
     assert img[..., :3].std() > 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunks", [(4, 5, 6), (1, 1, 1), (11, 17, 23), (3, 17, 1)])
 def test_chunkwise_read_equals_numpy_slicing(chunks):
     from bigvol.store import read_region as _read

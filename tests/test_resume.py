@@ -1,6 +1,7 @@
 """An interrupted chunked write resumes from the chunks already written, bit-identically."""
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import dask
 import dask.array as da
@@ -39,9 +40,13 @@ def test_interrupted_write_resumes_only_missing_chunks(tmp_path, scheduler):
     run = Run.create(tmp_path / "r.zarr")
     x = da.from_array(src, chunks=(4, 8, 16))  # grid 3 x 3 x 2 = 18 chunks
     flaky = _Flaky(fail_at={(2, 1, 1)})
-    with dask.config.set(scheduler=scheduler):
+    # an explicit pool, shut down after the failure: the chunks other threads were still
+    # writing when the error came back are finished (and flagged) before they are counted
+    pool = ThreadPoolExecutor(4)
+    with dask.config.set(scheduler=scheduler, pool=pool):
         with pytest.raises(RuntimeError, match="killed"):
             run.write("seg", x.map_blocks(flaky, dtype=np.uint8), fingerprint="f1")
+    pool.shutdown(wait=True)
     assert not run.is_complete("seg")
     with pytest.raises(StoreError, match="incomplete"):
         run.read("seg")

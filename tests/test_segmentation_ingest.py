@@ -39,6 +39,7 @@ def electrode(tmp_path):
     return v, f
 
 
+@pytest.mark.slow
 def test_named_phase_mapping_round_trip_ingest_metrics_report(tmp_path, electrode, capsys):
     v, f = electrode
     run_path = tmp_path / "cellA.zarr"

@@ -82,6 +82,7 @@ def test_a_changed_option_reruns_the_stage_and_those_after_it(tmp_path, capsys):
     assert Run.open(path).fingerprint_of("normalized") != fp
 
 
+@pytest.mark.slow
 def test_side_files_of_a_store_with_a_dot_in_its_name(tmp_path):
     """``cellA.v2`` (no .zarr suffix): pipeline, report and compare agree on cellA.v2.*"""
     assert run_stem("cells/cellA.v2") == "cells/cellA.v2"

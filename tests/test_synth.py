@@ -273,6 +273,7 @@ def test_cli_writes_the_phantom_into_a_run_store(tmp_path, capsys):
     assert "se_fraction" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_same_values_on_a_local_cluster(tmp_path):
     import distributed
 

@@ -133,6 +133,7 @@ def test_float16_and_absent_phase():
     assert z.shape == v.shape and not z.any()
 
 
+@pytest.mark.slow
 def test_distributed_cluster_matches_threads():
     distributed = pytest.importorskip("distributed")
     v = three_phase((20, 26, 24), seed=9)

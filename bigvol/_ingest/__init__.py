@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -387,54 +386,32 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name, mapping=Non
             out_dtype = np.dtype(np.uint8)
     if run is None:
         run = Run.create(store)
-    tmp_name = f"{name}_ingest_partial"
     t0 = time.perf_counter()
-    arr, z_start = _partial_array(run, tmp_name, shape, out_dtype, chunks, stage_fp, vs)
-    if z_start:
-        log.info("resuming an interrupted ingest of %s at slice %d", name, z_start)
+
+    def read(z0, z1, buffer):
+        slab = src.read(z0, z1, pool, buffer)
+        return lut[slab] if lut is not None else slab
+
     try:
-        # Read slab k+1 (threads decode the slices) while slab k is written, into two slab
-        # buffers used in turn: two slabs in memory, allocated once.
-        buffers = [np.empty((min(cz, shape[0]), *shape[1:]), src.dtype) for _ in range(2)]
-        with ThreadPoolExecutor(_READ_THREADS) as pool, ThreadPoolExecutor(1) as writer:
-            pending = None
-            for k, z0 in enumerate(range(z_start, shape[0], cz)):
-                z1 = min(z0 + cz, shape[0])
-                # buffer k % 2 was last used by the write of slab k - 2, finished by now
-                slab = src.read(z0, z1, pool, buffers[k % 2])
-                if lut is not None:
-                    slab = lut[slab]
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(_write_slab, arr, z0, z1, slab, stage_fp)
-                log.info("ingest %s: slices %d-%d of %d read", name, z0, z1 - 1, shape[0])
-                del slab
-            if pending is not None:
-                pending.result()
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            z_start = run.write_slabs(
+                name, read, shape=shape, dtype=out_dtype, source_dtype=src.dtype,
+                chunks=chunks, fingerprint=stage_fp, compressor=image_compressor(),
+                attrs={"voxel_size": list(vs) if vs else None})
     except InputError:
         # bad input found while decoding: the partial array is of no use
-        shutil.rmtree(run.path / tmp_name, ignore_errors=True)
+        run.discard_partial(name)
         raise
-    # Any other interruption (Ctrl-C, a killed process, a full disk) leaves the partial array,
-    # flagged incomplete under its temporary name; the next ingest of the same input with the
-    # same parameters resumes after its last written slab.
     seconds = time.perf_counter() - t0
 
-    # Swap in: the old record goes (it describes the old array), the old array (if any)
-    # moves aside, the new one takes its name, is marked complete (which also writes the
-    # OME-Zarr metadata), the old one is deleted, and the new record is written last.
+    # The old record goes (it describes the old array), the new array takes the name
+    # (marked complete, which also writes the OME-Zarr metadata); the record is written last.
     run.forget_stage(stage)
-    final, old = run.path / name, run.path / f"{name}_ingest_old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(run.path / tmp_name, final)
     run.voxel_size = vs
     if mapping is not None:
         run.phases = list(mapping.values())
-    run.mark_complete(name, source=params["source"], voxel_size_origin=vs_origin,
-                      fingerprint=stage_fp)
-    shutil.rmtree(old, ignore_errors=True)
+    run.swap_in(name, source=params["source"], voxel_size_origin=vs_origin,
+                fingerprint=stage_fp)
     run.record_stage(
         stage,
         parameters=params,
@@ -452,53 +429,3 @@ def _ingest(src: _Source, store, chunks, override, allow_gaps, name, mapping=Non
         },
     )
     return run.zarr_array(name)
-
-
-def _partial_array(run: Run, tmp_name, shape, dtype, chunks, stage_fp, vs):
-    """The temporary array to write into, and the first slice still to write (resume)."""
-    if tmp_name in run:
-        old = run.group[tmp_name]
-        prog = old.attrs.get("ingest_progress") or {}
-        if (
-            isinstance(old, zarr.Array)
-            and prog.get("fingerprint") == stage_fp
-            and tuple(old.shape) == tuple(shape)
-            and old.dtype == dtype
-            and tuple(old.chunks) == tuple(chunks)
-            and 0 < int(prog.get("z_done", 0)) < shape[0]
-        ):
-            return old, int(prog["z_done"])
-    arr = run.create_array(
-        tmp_name, shape=shape, dtype=dtype, chunks=chunks, compressor=image_compressor(),
-        attrs={"voxel_size": list(vs) if vs else None,
-               "ingest_progress": {"fingerprint": stage_fp, "z_done": 0}},
-    )
-    return arr, 0
-
-
-def _write_slab(arr: zarr.Array, z0: int, z1: int, slab: np.ndarray, stage_fp: str) -> None:
-    # One row of chunks at a time (zarr encodes the chunks of a row concurrently): the chunk
-    # copies and compressed buffers zarr holds stay one row big instead of one slab big.
-    cy = arr.chunks[1]
-    for y0 in range(0, arr.shape[1], cy):
-        arr[z0:z1, y0:y0 + cy] = slab[:, y0:y0 + cy]
-    # slabs are written in order by one thread: everything below z1 is on disk
-    arr.attrs["ingest_progress"] = {"fingerprint": stage_fp, "z_done": z1}
-    if _FAULT_ENV in os.environ:
-        _maybe_fault(arr, z1)
-
-
-#: Fault injection for the interruption tests, as in :mod:`bigvol.store`:
-#: ``BIGVOL_FAULT_KILL=<array>:<n>:<marker>`` makes the process SIGKILL itself once ``n``
-#: slices of ``<array>`` are written, once (the marker file records that it happened).
-_FAULT_ENV = "BIGVOL_FAULT_KILL"
-
-
-def _maybe_fault(arr: zarr.Array, z_done: int) -> None:
-    import signal
-
-    name, n, marker = os.environ[_FAULT_ENV].split(":", 2)
-    if arr.path != name or os.path.exists(marker) or z_done < int(n):
-        return
-    Path(marker).write_text(str(os.getpid()))
-    os.kill(os.getpid(), signal.SIGKILL)
