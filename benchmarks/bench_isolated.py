@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 # the truth does not depend on the BSE rendering; switching it off makes generation ~7x faster
-TRUTH_ONLY = dict(noise=False, blur=False, shine_through=False, edge_brightening=False,
-                  curtaining=0.0, brightness_drift=0.0)
+TRUTH_ONLY = {"noise": False, "blur": False, "shine_through": False, "edge_brightening": False,
+                  "curtaining": 0.0, "brightness_drift": 0.0}
 
 
 def generate(path: Path, shape, chunks) -> None:

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 # the truth does not depend on the BSE rendering; switching it off makes generation ~7x faster
-TRUTH_ONLY = dict(noise=False, blur=False, shine_through=False, edge_brightening=False,
-                  curtaining=0.0, brightness_drift=0.0)
+TRUTH_ONLY = {"noise": False, "blur": False, "shine_through": False, "edge_brightening": False,
+                  "curtaining": 0.0, "brightness_drift": 0.0}
 
 CONTENDERS = ["bigvol", "bigvol-nowrite", "dask-image", "cc3d", "scipy", "bigvol-all", "cc3d-all"]
 
@@ -100,12 +100,13 @@ def run(name: str, path: Path, workdir: Path) -> dict:
                                  chunks=src.chunks, dtype=dtype, overwrite=True)
 
     # imports first: the timings are of the work, not of the imports
-    import cc3d  # noqa: F401
+    import cc3d
+    from dask_image.ndmeasure import label as di_label
+    from scipy import ndimage
+
     import bigvol as bv
     from bigvol._label import _label  # the multi-phase labelling of write_labels(run, "all")
     from bigvol.validate import as_volume
-    from dask_image.ndmeasure import label as di_label
-    from scipy import ndimage
 
     t0 = time.perf_counter()
     if name.startswith("bigvol"):

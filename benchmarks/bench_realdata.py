@@ -96,8 +96,8 @@ def load(name: str, root: Path = REALDATA) -> dict:
 
 #: Phantom renders for the "does the recipe hold on a simpler stack" check: (seed, params).
 PHANTOMS = {
-    "phantom-a": (11, dict(am_d50_um=2.5, noise_level=1.6, xy_drift_px=1.5)),
-    "phantom-b": (23, dict(am_d50_um=6.0, se_fraction=0.25, psf_sigma_px=1.6, shine_depth_nm=450.0)),
+    "phantom-a": (11, {"am_d50_um": 2.5, "noise_level": 1.6, "xy_drift_px": 1.5}),
+    "phantom-b": (23, {"am_d50_um": 6.0, "se_fraction": 0.25, "psf_sigma_px": 1.6, "shine_depth_nm": 450.0}),
 }
 
 
@@ -120,7 +120,7 @@ def run_segnet(ds, budget: float, seed: int, skips: bool | None, tta: int,
     import dask.array as da
 
     k = ds["k"]
-    opts = dict(k=k, classes=ds["classes"], time_limit=budget, clock="cpu", seed=seed, progress=False)
+    opts = {"k": k, "classes": ds["classes"], "time_limit": budget, "clock": "cpu", "seed": seed, "progress": False}
     if skips is not None:
         opts["skips"] = skips
     if patience is not None:
@@ -178,7 +178,7 @@ def run_forest(ds, seed: int, n_samples: int = 200_000) -> tuple[list, dict]:
     t_train = time.perf_counter() - t0
     t1 = time.perf_counter()
     preds = []
-    for (raw, lab), held in zip(ds["groups"], _held_out(ds)):
+    for (raw, _lab), held in zip(ds["groups"], _held_out(ds)):
         p = np.zeros(raw.shape, np.uint8)
         for z in held:
             f = _features(raw, z, k)

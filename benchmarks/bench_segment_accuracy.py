@@ -202,9 +202,9 @@ def main(argv=None):
         kind, kk = name.split("-")
         k = int(kk[1:])
         labels = dense_labels if kind == "dense" else sparse_labels
-        opts = dict(slices=slices, preset=args.preset, epochs=100000, batch_size=args.batch_size,
-                    steps_per_epoch=20, patience=None, seed=args.seed, progress=False, clock=args.clock,
-                    class_weights=None if args.class_weights == "none" else args.class_weights)
+        opts = {"slices": slices, "preset": args.preset, "epochs": 100000, "batch_size": args.batch_size,
+                    "steps_per_epoch": 20, "patience": None, "seed": args.seed, "progress": False, "clock": args.clock,
+                    "class_weights": None if args.class_weights == "none" else args.class_weights}
         t1 = time.perf_counter()
         if kind == "interactive":
             # Round 1: two thirds of the pixels as random strokes, a third of the budget.

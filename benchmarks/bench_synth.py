@@ -148,8 +148,8 @@ def cmd_calibrate(a) -> None:
     shape = (64, 512, 512)
     cases = {
         "every effect (defaults)": {},
-        "no shine-through, edge brightening, brightness drift": dict(
-            shine_through=False, edge_brightening=False, brightness_drift=0.0),
+        "no shine-through, edge brightening, brightness drift": {
+            "shine_through": False, "edge_brightening": False, "brightness_drift": 0.0},
     }
     for name, kw in cases.items():
         for seed in a.seeds:

@@ -4,18 +4,27 @@ The public API (docs/design.md) is re-exported here. Importing bigvol has no sid
 does not import PyTorch (the segmentation model imports it when first used).
 """
 
-from ._version import __version__
-from . import conventions, errors, store, validate
-from . import synth
+from . import (
+    align,
+    compare,
+    conventions,
+    destripe,
+    errors,
+    evaluate,
+    metrics,
+    normalize,
+    report,
+    segment,
+    store,
+    synth,
+    validate,
+)
 from ._ingest import ingest
-from . import align, destripe, normalize
-from . import evaluate, segment
 from ._label import label
-from . import metrics
-from . import compare, report
+from ._version import __version__
 from .pipeline import run
 
 __all__ = [
-    "__version__", "conventions", "errors", "store", "validate", "synth", "ingest", "align", "destripe", "normalize",
-    "evaluate", "segment", "label", "metrics", "compare", "report", "run",
+    "__version__", "conventions", "errors", "store", "validate", "synth", "ingest", "align",
+    "destripe", "normalize", "evaluate", "segment", "label", "metrics", "compare", "report", "run",
 ]

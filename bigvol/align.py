@@ -22,8 +22,8 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
-from .validate import as_stack, cast_to
 from .errors import InputError
+from .validate import as_stack, cast_to
 
 __all__ = ["estimate_shifts", "apply_shifts", "DETREND"]
 
@@ -254,7 +254,9 @@ def apply_shifts(
         stack = stack.rechunk({1: -1, 2: -1})
     if isinstance(shifts, da.Array):
         if max_shift is None:
-            raise InputError("lazy shifts need max_shift (the largest |dy|, |dx| in px) to size the halo")
+            raise InputError(
+                "lazy shifts need max_shift (the largest |dy|, |dx| in px) to size the halo"
+            )
         sh = shifts.astype(np.float64)
     else:
         arr = np.asarray(shifts, dtype=np.float64)

@@ -45,7 +45,7 @@ def validate_scheduler(scheduler: str) -> str:
 
 def _cuda_available() -> bool:
     try:
-        import torch  # noqa: PLC0415 - optional and heavy
+        import torch
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
@@ -111,7 +111,9 @@ def compute_context(
             processes=True, resources=resources, dashboard_address=":0",
         )
         client = Client(cluster)
-        log.warning("dask dashboard: %s (%d workers x %d threads)", client.dashboard_link, n, threads)
+        log.warning(
+            "dask dashboard: %s (%d workers x %d threads)", client.dashboard_link, n, threads
+        )
         try:
             yield client
         finally:
@@ -122,7 +124,9 @@ def compute_context(
     try:
         client = Client(scheduler, timeout="20s")
     except OSError as e:
-        raise ConfigError(f"compute.scheduler: cannot reach the Dask scheduler at {scheduler}: {e}") from None
+        raise ConfigError(
+            f"compute.scheduler: cannot reach the Dask scheduler at {scheduler}: {e}"
+        ) from None
     log.warning("dask dashboard: %s", client.dashboard_link)
     try:
         yield client

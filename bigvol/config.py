@@ -17,8 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .conventions import DEFAULT_CHUNKS
 from .errors import ConfigError
-from .options import (AlignOptions, DestripeOptions, NormalizeOptions, TortuosityOptions,
-                      TrainOptions, options_model)
+from .options import (
+    AlignOptions,
+    DestripeOptions,
+    NormalizeOptions,
+    TortuosityOptions,
+    TrainOptions,
+    options_model,
+)
 
 
 class _Section(BaseModel):
@@ -204,7 +210,13 @@ def _model_at(model, loc):
         if field is None:
             return None
         ann = field.annotation
-        sub = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        sub = next(
+            (
+                a for a in getattr(ann, "__args__", (ann,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
         if sub is None:
             return None
         model = sub
@@ -258,7 +270,9 @@ def load_config(source, overrides: dict | None = None) -> Config:
         except yaml.YAMLError as e:
             raise ConfigError(f"config {path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+            raise ConfigError(
+                f"config {path} must be a mapping of sections, got {type(data).__name__}"
+            )
     data = _merge(data, overrides or {})
     try:
         return Config.model_validate(data)

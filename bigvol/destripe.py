@@ -35,8 +35,8 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
-from .validate import as_stack, cast_to
 from .errors import InputError
+from .validate import as_stack, cast_to
 
 __all__ = ["destripe", "column_offsets", "METHODS"]
 
@@ -201,14 +201,18 @@ def destripe(
     if not (isinstance(iterations, (int, np.integer)) and iterations >= 1):
         raise InputError(f"iterations must be an integer >= 1, got {iterations!r}")
     if max_width is not None and not float(max_width) > 0:
-        raise InputError(f"max_width must be a positive number of pixels or None, got {max_width!r}")
+        raise InputError(
+            f"max_width must be a positive number of pixels or None, got {max_width!r}"
+        )
     if not float(sigma) > 0:
         raise InputError(f"sigma must be positive, got {sigma!r}")
     if method == "wavelet-fft":
         try:
             import pywt
         except ImportError:  # pragma: no cover - declared dependency
-            raise InputError("method 'wavelet-fft' needs PyWavelets: pip install PyWavelets") from None
+            raise InputError(
+                "method 'wavelet-fft' needs PyWavelets: pip install PyWavelets"
+            ) from None
         if wavelet not in pywt.wavelist(kind="discrete"):
             raise InputError(f"wavelet {wavelet!r} is not a discrete PyWavelets wavelet")
     if strength == 0.0:

@@ -23,7 +23,9 @@ def _check_pair(truth, pred, n_classes):
     if int(n_classes) != n_classes or n_classes < 1:
         raise InputError(f"n_classes must be a positive integer, got {n_classes!r}")
     if tuple(truth.shape) != tuple(pred.shape):
-        raise InputError(f"truth shape {tuple(truth.shape)} != prediction shape {tuple(pred.shape)}")
+        raise InputError(
+            f"truth shape {tuple(truth.shape)} != prediction shape {tuple(pred.shape)}"
+        )
     for name, a in (("truth", truth), ("prediction", pred)):
         if np.dtype(a.dtype).kind not in "ui":
             raise InputError(f"{name} must hold integer phase codes, got dtype {a.dtype}")
@@ -68,7 +70,9 @@ def slice_confusion(truth, pred, *, n_classes: int = 3, ignore: int = UNLABELLED
     per_block = da.map_blocks(
         _block_table, truth, pred, n, ignore,
         new_axis=[3, 4],
-        chunks=(truth.chunks[0], (1,) * len(truth.chunks[1]), (1,) * len(truth.chunks[2]), (n,), (n,)),
+        chunks=(
+            truth.chunks[0], (1,) * len(truth.chunks[1]), (1,) * len(truth.chunks[2]), (n,), (n,)
+        ),
         dtype=np.int64,
         meta=np.empty((0, 0, 0, 0, 0), dtype=np.int64),
     )
@@ -107,7 +111,9 @@ def confusion_matrix(truth, pred, *, n_classes: int = 3, normalize=None, ignore:
     """
     if normalize not in (None, "true"):
         raise InputError(f'normalize must be None or "true", got {normalize!r}')
-    cm = np.asarray(slice_confusion(truth, pred, n_classes=n_classes, ignore=ignore).sum(axis=0).compute())
+    cm = np.asarray(
+        slice_confusion(truth, pred, n_classes=n_classes, ignore=ignore).sum(axis=0).compute()
+    )
     return _normalize_rows(cm) if normalize == "true" else cm
 
 
@@ -164,5 +170,8 @@ def format_confusion(cm_norm: np.ndarray, names=("pore", "electrolyte", "active"
     names = list(names)[:n] + [str(i) for i in range(len(names), n)]
     w = max(len(s) for s in names) + 6
     head = " " * w + "".join(f"{'pred ' + s:>{w}}" for s in names)
-    rows = [f"{'true ' + names[i]:<{w}}" + "".join(f"{cm_norm[i, j]:>{w}.3f}" for j in range(n)) for i in range(n)]
+    rows = [
+        f"{'true ' + names[i]:<{w}}" + "".join(f"{cm_norm[i, j]:>{w}.3f}" for j in range(n))
+        for i in range(n)
+    ]
     return "\n".join([head, *rows])

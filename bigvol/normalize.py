@@ -32,8 +32,8 @@ import dask.array as da
 import numpy as np
 from dask.graph_manipulation import clone
 
-from .validate import as_stack
 from .errors import InputError
+from .validate import as_stack
 
 __all__ = [
     "match_histograms",
@@ -67,7 +67,9 @@ def _reference_range(reference, n: int) -> tuple[int, int]:
     if reference is None:
         return n // 2, n // 2 + 1
     if isinstance(reference, (bool, np.bool_)):
-        raise InputError(f"reference must be a slice index or a (start, stop) range, got {reference!r}")
+        raise InputError(
+            f"reference must be a slice index or a (start, stop) range, got {reference!r}"
+        )
     if isinstance(reference, (int, np.integer)):
         i = int(reference)
         if not -n <= i < n:
@@ -85,7 +87,8 @@ def _reference_range(reference, n: int) -> tuple[int, int]:
         ) from None
     if not (0 <= start <= n and 0 <= stop <= n):
         raise InputError(
-            f"reference range ({start}, {stop}) is outside the stack (it has {n} slices: 0..{n - 1})"
+            f"reference range ({start}, {stop}) is outside the stack "
+            f"(it has {n} slices: 0..{n - 1})"
         )
     if stop <= start:
         raise InputError(f"reference range ({start}, {stop}) is empty: it needs start < stop")
@@ -96,7 +99,9 @@ def _check_percentiles(percentiles) -> tuple[float, float]:
     try:
         lo, hi = (float(p) for p in percentiles)
     except (TypeError, ValueError):
-        raise InputError(f"percentiles must be two numbers (low, high), got {percentiles!r}") from None
+        raise InputError(
+            f"percentiles must be two numbers (low, high), got {percentiles!r}"
+        ) from None
     if not 0 <= lo < hi <= 100:
         raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
     return lo, hi
@@ -364,7 +369,8 @@ def apply_lookup_tables(stack, luts) -> da.Array:
     """
     stack = _as_stack(stack)
     nbins = _NBINS[stack.dtype]
-    luts = luts if isinstance(luts, da.Array) else da.from_array(np.asarray(luts), chunks=(stack.chunks[0], -1))
+    if not isinstance(luts, da.Array):
+        luts = da.from_array(np.asarray(luts), chunks=(stack.chunks[0], -1))
     if luts.shape != (stack.shape[0], nbins):
         raise InputError(
             f"luts must have shape (n_slices, n_bins) = {(stack.shape[0], nbins)}, got {luts.shape}"

@@ -109,8 +109,8 @@ class Pipeline:
                               "Zarr) or input.phantom")
         if not Path(inp.source).exists():
             raise InputError(f"input source not found: {inp.source}")
-        kw = dict(chunks=inp.chunks or chunks, voxel_size=inp.voxel_size,
-                  allow_gaps=inp.allow_gaps)
+        kw = {"chunks": inp.chunks or chunks, "voxel_size": inp.voxel_size,
+                  "allow_gaps": inp.allow_gaps}
         out = self._did(stages.ingest(self.run, inp.source, **kw))
         if inp.truth:
             self._did(stages.ingest(self.run, inp.truth, name="truth", **kw))
@@ -315,12 +315,16 @@ def run(config, *, overrides: dict | None = None, progress: bool = True) -> Path
         try:
             Pipeline(cfg, progress=progress).run_all()
         except PermissionError as e:
-            raise InputError(f"cannot write {e.filename}: permission denied (is the output folder read-only?)") from None
+            raise InputError(
+                f"cannot write {e.filename}: permission denied (is the output folder read-only?)"
+            ) from None
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise InputError(f"disk full while writing {e.filename or cfg.run}") from None
             if e.errno == errno.EROFS:
-                raise InputError(f"cannot write {e.filename or cfg.run}: the file system is read-only") from None
+                raise InputError(
+                    f"cannot write {e.filename or cfg.run}: the file system is read-only"
+                ) from None
             raise
     return Path(cfg.run)
 

@@ -48,8 +48,7 @@ import numpy as np
 from ._version import __version__
 from .conventions import UNLABELLED
 from .errors import ConfigError, InputError
-from .options import (AlignOptions, DestripeOptions, NormalizeOptions, PredictOptions,
-                      TrainOptions)
+from .options import AlignOptions, DestripeOptions, NormalizeOptions, PredictOptions, TrainOptions
 from .store import Run, fingerprint
 
 log = logging.getLogger(__name__)
@@ -184,7 +183,8 @@ def ingest(run, source, *, name: str = "raw", chunks=None, voxel_size=None,
            allow_gaps: bool = False, phases=None) -> Outcome:
     """A TIFF folder, multi-page TIFF or Zarr array into the run (:func:`bigvol.ingest`;
     it checks, fingerprints, resumes and records itself as stage ``ingest[:name]``)."""
-    from ._ingest import ingest as ingest_array, stage_name
+    from ._ingest import ingest as ingest_array
+    from ._ingest import stage_name
 
     st = stage_name(name)
     path = run.path if isinstance(run, Run) else Path(run)

@@ -102,7 +102,7 @@ class Run:
         voxel_size: Sequence[float] | None = None,
         phases: Sequence[str] = DEFAULT_PHASES,
         exist_ok: bool = True,
-    ) -> "Run":
+    ) -> Run:
         """Create a run store, or open it when it exists and ``exist_ok``.
 
         An existing store not written by bigvol is refused (it is never overwritten).
@@ -128,7 +128,7 @@ class Run:
         return cls(group, path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> "Run":
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> Run:
         """Open an existing run store (read-only by default)."""
         path = Path(path)
         if not path.exists():

@@ -9,10 +9,10 @@ that is not allowed (axis, connectivity, voxel size, phase code or names, a choi
 2
 >>> check_voxel_size([50, 30, 30])
 (50.0, 30.0, 30.0)
->>> check_connectivity(8)
+>>> check_connectivity(8)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-bigvol.errors.ConfigError: connectivity must be 6, 18 or 26 (neighbours sharing a face, a face or an edge, or any corner), got 8
+bigvol.errors.ConfigError: connectivity must be 6, 18 or 26 (neighbours sharing a face, ...), got 8
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import ndimage as ndi
 
-TINY = dict(widths=(8, 16), convs=(1, 1), crop=48, batch_size=4, progress=False)
+TINY = {"widths": (8, 16), "convs": (1, 1), "crop": 48, "batch_size": 4, "progress": False}
 
 
 def synth(shape, seed=0):

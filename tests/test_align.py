@@ -69,7 +69,7 @@ def drifted_phantom():
     # particles in a 7.7 um field slide by 0.2-2 px per slice on their own (see
     # estimate_shifts). Shine-through off: the blurred material behind the pores, which
     # changes over many slices, adds to that slide (seed 3: 0.61 px with it, 0.25 without).
-    kw = dict(seed=seed, voxel_size=(10, 30, 30), shine_through=False, chunks=(8, 128, 256))
+    kw = {"seed": seed, "voxel_size": (10, 30, 30), "shine_through": False, "chunks": (8, 128, 256)}
     img, truth = dask.compute(*synth.phantom(shape, xy_drift_px=1.0, **kw))
     return img, truth, synth.true_shifts(shape, seed=seed, xy_drift_px=1.0)
 

@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 from bigvol.cli import main
-from bigvol.compare import (compare, flatten_metrics, pearson, pearson_p_value, run_name,
-                            write_metrics_csv)
+from bigvol.compare import (
+    compare,
+    flatten_metrics,
+    pearson,
+    pearson_p_value,
+    run_name,
+    write_metrics_csv,
+)
 from bigvol.errors import InputError
 
 # The paper's Table 2: isolated active material and discharge capacities of cells A, B, C.

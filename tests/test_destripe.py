@@ -22,7 +22,7 @@ def _stripe_energy(img, clean):
 def curtained_phantom():
     synth = pytest.importorskip("bigvol.synth")
     shape = (4, 384, 384)
-    kw = dict(seed=5, chunks=(2, 192, 384))
+    kw = {"seed": 5, "chunks": (2, 192, 384)}
     img, truth = dask.compute(*synth.phantom(shape, curtaining=0.03, **kw))
     clean = synth.phantom(shape, curtaining=0.0, **kw)[0].compute()
     return img, clean, truth

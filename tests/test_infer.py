@@ -7,13 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import dask.array as da  # noqa: E402
+from _segdata import TINY, synth  # noqa: E402
 
 import bigvol as bv  # noqa: E402
 from bigvol.errors import ConfigError, InputError  # noqa: E402
 from bigvol.segment import infer  # noqa: E402
 from bigvol.segment.infer import whole_slices  # noqa: E402
-
-from _segdata import TINY, synth  # noqa: E402
 
 
 @pytest.fixture(scope="module")

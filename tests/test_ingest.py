@@ -18,8 +18,6 @@ import tifffile
 import zarr
 
 import bigvol
-from bigvol.cli import main
-from bigvol.errors import ConfigError, InputError
 from bigvol._ingest import (
     fei_pixel_size,
     imagej_voxel_size,
@@ -28,6 +26,8 @@ from bigvol._ingest import (
     voxel_size_from_tiff,
     zeiss_pixel_size,
 )
+from bigvol.cli import main
+from bigvol.errors import ConfigError, InputError
 from bigvol.store import Run, StoreError
 
 FEI_TEXT = (
@@ -97,7 +97,7 @@ def test_natural_sort_and_slice_number_choice(tmp_path):
     assert sorted(["s_10.tif", "s_2.tif", "s_1.tif"], key=natural_key) == [
         "s_1.tif", "s_2.tif", "s_10.tif"]
     # the constant run (2024) and a unique but wide run (a timestamp) are not the slice index
-    names = ["run2024_slice_9_t{}.TIF".format(1000 + 37 * i) for i in range(3)]
+    names = [f"run2024_slice_9_t{1000 + 37 * i}.TIF" for i in range(3)]
     names += ["run2024_slice_10_t1200.tiff", "run2024_slice_8_t999.tif"]
     for n in names:
         tifffile.imwrite(tmp_path / n, np.zeros((2, 2), np.uint8))
@@ -490,8 +490,8 @@ def test_killed_ingest_resumes_and_keeps_old_array(tmp_path):
     quiet_ingest(tmp_path / "old.tif", run_path)
     marker = tmp_path / "killed"
     code = (
-        "import bigvol; bigvol.ingest({!r}, {!r}, chunks=(2, 5, 5), voxel_size=(5, 5, 5))"
-        .format(str(src), str(run_path))
+        f"import bigvol; bigvol.ingest({str(src)!r}, {str(run_path)!r}, chunks=(2, 5, 5), voxel_size=(5, 5, 5))"
+
     )
     env = dict(os.environ, BIGVOL_FAULT_KILL=f"raw_partial:6:{marker}")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)

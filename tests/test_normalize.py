@@ -288,7 +288,7 @@ def drift_phantom():
     shape = (24, 384, 384)
     # Default artifacts and drift (brightness_drift=0.2); particles of 2 um so that a 384 px
     # field holds enough of them for the slices' phase fractions to be stable.
-    kw = dict(seed=4, chunks=(8, 384, 384), am_d50_um=2.0)
+    kw = {"seed": 4, "chunks": (8, 384, 384), "am_d50_um": 2.0}
     img, truth = dask.compute(*synth.phantom(shape, **kw))
     steady = synth.phantom(shape, brightness_drift=0.0, **kw)[0].compute()
     return img, truth, steady

@@ -73,8 +73,8 @@ def test_run_writes_every_output_and_skips_when_up_to_date(reference, tmp_path):
     assert metrics["evaluation"]["threshold"]["accuracy"] > 0.5
     r = Run.open(path)
     before = {k: v["completed_at"] for k, v in r.stages.items()}
-    from bigvol.pipeline import Pipeline
     from bigvol.config import load_config
+    from bigvol.pipeline import Pipeline
 
     p = Pipeline(load_config(_cfg(path)), progress=False)
     p.run_all()

@@ -21,8 +21,8 @@ import bigvol as bv  # noqa: E402
 from bigvol.errors import InputError  # noqa: E402
 from bigvol.segment.infer import whole_slices  # noqa: E402
 
-SMALL = dict(widths=(8, 16, 32), convs=(1, 1, 1), crop=96, batch_size=4, amp=False,
-             progress=False, validation=None)
+SMALL = {"widths": (8, 16, 32), "convs": (1, 1, 1), "crop": 96, "batch_size": 4, "amp": False,
+             "progress": False, "validation": None}
 
 
 def _isbi(realdata):

@@ -18,7 +18,6 @@ from bigvol.errors import ConfigError, InputError
 from bigvol.pipeline import analyze_run
 from bigvol.store import Run
 
-
 pytestmark = pytest.mark.filterwarnings("ignore:.*voxel size unknown:UserWarning")
 
 

@@ -8,8 +8,8 @@ import pytest
 import zarr
 
 import bigvol
-from bigvol.errors import BigvolError, ConfigError
 from bigvol.conventions import DEFAULT_PHASES
+from bigvol.errors import BigvolError, ConfigError
 from bigvol.store import Run, StoreError, fingerprint, open_run
 
 

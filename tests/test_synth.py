@@ -11,9 +11,9 @@ from bigvol.cli import main
 from bigvol.errors import ConfigError
 from bigvol.store import Run
 
-SMALL = dict(am_d50_um=1.5)  # particles that fit a small volume
-OFF = dict(shine_through=False, edge_brightening=False, noise=False, blur=False,
-           curtaining=0.0, brightness_drift=0.0)
+SMALL = {"am_d50_um": 1.5}  # particles that fit a small volume
+OFF = {"shine_through": False, "edge_brightening": False, "noise": False, "blur": False,
+           "curtaining": 0.0, "brightness_drift": 0.0}
 
 
 def compute(shape, **kw):

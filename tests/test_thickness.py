@@ -171,12 +171,12 @@ def test_summary_matches_numpy():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(phase=1.5), "phase"),
-        (dict(phase=-1), "phase"),
-        (dict(phase=1, voxel_size=(50, 30)), "voxel_size"),
-        (dict(phase=1, voxel_size=(50, 0, 30)), "voxel_size"),
-        (dict(phase=1, dtype=np.int32), "dtype"),
-        (dict(phase=1, max_diameter="big"), "max_diameter"),
+        ({"phase": 1.5}, "phase"),
+        ({"phase": -1}, "phase"),
+        ({"phase": 1, "voxel_size": (50, 30)}, "voxel_size"),
+        ({"phase": 1, "voxel_size": (50, 0, 30)}, "voxel_size"),
+        ({"phase": 1, "dtype": np.int32}, "dtype"),
+        ({"phase": 1, "max_diameter": "big"}, "max_diameter"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -10,11 +10,11 @@ import scipy.ndimage as ndi
 
 torch = pytest.importorskip("torch")
 
+from _segdata import TINY, synth  # noqa: E402
+
 import bigvol as bv  # noqa: E402
 from bigvol.errors import ConfigError, InputError  # noqa: E402
 from bigvol.segment.infer import whole_slices  # noqa: E402
-
-from _segdata import TINY, synth  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
 
 def test_fine_tuning_starts_from_the_init_model_and_keeps_its_inputs(data, tmp_path):
     img, truth = data
-    opts = dict(crop=48, batch_size=4, progress=False, validation=None)
+    opts = {"crop": 48, "batch_size": 4, "progress": False, "validation": None}
     first = bv.segment.train(img, truth[[1, 6]], widths=(8, 16), convs=(1, 1), k=3,
                              slices=[1, 6], epochs=5, steps_per_epoch=20, **opts)
     acc_first = (whole_slices(img, first) == truth).mean()

@@ -262,12 +262,17 @@ def parse_phases(phases) -> dict[int, str] | None:
                 try:
                     pairs.append((int(code), nm.strip()))
                 except ValueError:
-                    raise ConfigError(f"phases: {p!r} is not CODE=NAME with an integer code") from None
+                    raise ConfigError(
+                        f"phases: {p!r} is not CODE=NAME with an integer code"
+                    ) from None
             phases = dict(pairs)
             if len(phases) != len(pairs):
                 raise ConfigError(f"phases: a code is named twice in {items}")
         elif any("=" in p for p in items):
-            raise ConfigError(f"phases: give either names (pore,cbd,nmc) or CODE=NAME pairs, not both: {items}")
+            raise ConfigError(
+                "phases: give either names (pore,cbd,nmc) or CODE=NAME pairs, "
+                f"not both: {items}"
+            )
         else:
             phases = items
     if isinstance(phases, dict):
@@ -299,8 +304,10 @@ def _scan_codes(src: _Source, where: str) -> np.ndarray:
         for z0 in range(0, src.shape[0], cz):
             z1 = min(z0 + cz, src.shape[0])
             slab = src.read(z0, z1, pool, buf)
-            counts += np.bincount(slab.ravel().view(np.uint8 if src.dtype.itemsize == 1 else np.uint16),
-                                  minlength=counts.size)
+            counts += np.bincount(
+                slab.ravel().view(np.uint8 if src.dtype.itemsize == 1 else np.uint16),
+                minlength=counts.size,
+            )
     return counts
 
 
@@ -312,7 +319,8 @@ def _check_segmentation(counts: np.ndarray, mapping: dict[int, str] | None, wher
         raise InputError(
             f"{where} holds {len(present)} distinct values ({present[0]}..{present[-1]}): a "
             f"greyscale image, not a segmentation of at most {MAX_PHASE_CODES} phase codes. "
-            "Ingest greyscale as raw (the default name) and segment it, or pass the segmented volume"
+            "Ingest greyscale as raw (the default name) and segment it, "
+            "or pass the segmented volume"
         )
     if mapping is None:
         beyond = [c for c in present if c >= len(run_phases)]

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import dask.array as da
 
 
-
 def overlapped(x: da.Array, depth: Sequence[int]) -> tuple[da.Array, tuple[int, ...]]:
     """Blocks of ``x`` extended by ``depth`` voxels per axis (no padding at the array edges).
 
@@ -29,7 +28,7 @@ def overlapped(x: da.Array, depth: Sequence[int]) -> tuple[da.Array, tuple[int, 
         x = x.rechunk(tuple(chunks))
     if not any(depth):
         return x, tuple(depth)
-    ov = da.overlap.overlap(x, depth={i: d for i, d in enumerate(depth)}, boundary="none")
+    ov = da.overlap.overlap(x, depth=dict(enumerate(depth)), boundary="none")
     return ov, tuple(depth)
 
 

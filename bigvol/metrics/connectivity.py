@@ -12,12 +12,17 @@ axis it is *spanning* (percolating) when it touches both faces.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .._label import component_columns
-from ..validate import (as_volume, check_axis, check_choice, check_connectivity,
-                        check_phase, check_voxel_size)
+from ..validate import (
+    as_volume,
+    check_axis,
+    check_choice,
+    check_connectivity,
+    check_phase,
+    check_voxel_size,
+)
 from .fractions import DEFAULT_CODES
 
 __all__ = ["component_table", "isolated_fraction", "percolation"]

@@ -46,8 +46,8 @@ import dask.array as da
 import numpy as np
 
 from ..errors import ConfigError
-from ._chunked import core_bounds, overlapped
 from ..validate import as_volume, voxel_spacing
+from ._chunked import core_bounds, overlapped
 
 __all__ = ["interfaces"]
 

@@ -42,8 +42,8 @@ import dask.array as da
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ._chunked import core_bounds, overlapped
 from ..validate import as_volume, check_phase, voxel_spacing
+from ._chunked import core_bounds, overlapped
 
 __all__ = ["local_thickness", "thickness_summary", "max_inscribed_radius"]
 

@@ -178,7 +178,10 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
     if not isinstance(n_subvolumes, (int, np.integer)) or n_subvolumes < 1:
         raise ConfigError(f"n_subvolumes must be a positive integer, got {n_subvolumes!r}")
     aniso = len(set(spacing)) > 1
-    opts = dict(phase=phase, axis=axis, device=dev, conv_crit=conv_crit, iter_limit=iter_limit)
+    opts = {
+        "phase": phase, "axis": axis, "device": dev, "conv_crit": conv_crit,
+        "iter_limit": iter_limit,
+    }
     base = {"axis": axis, "solver": "AnisotropicSolver" if aniso else "Solver", "device": dev}
     shape = phases.shape
 
@@ -234,7 +237,10 @@ def tortuosity(phases, phase, *, axis=1, voxel_size=None, max_voxels=None, n_sub
     converged = bool(table[:, 3].all())
     out = {
         **base, "method": "subvolumes",
-        "tau": float(taus[perc].mean()) if perc.any() and converged else (math.inf if converged else math.nan),
+        "tau": (
+            float(taus[perc].mean()) if perc.any() and converged
+            else (math.inf if converged else math.nan)
+        ),
         "tau_std": float(taus[perc].std()) if perc.any() and converged else math.nan,
         "eff_ratio": float(effs.mean()) if converged else math.nan,
         "eff_ratio_std": float(effs.std()) if converged else math.nan,

@@ -171,7 +171,7 @@ def write_report(
     else:
         struct.append('<p class="missing">No segmentation: no 3D view.</p>')
     tnames = store.thickness_names()
-    thick_metric_names = [k for k in (metrics.get("thickness") or {})]
+    thick_metric_names = list(metrics.get("thickness") or {})
     order = sorted(set(tnames) | set(thick_metric_names),
                    key=lambda n: (n != (phases[1] if len(phases) > 1 else ""), n))
     if not tnames:

@@ -57,7 +57,8 @@ def _ortho_figure(arr, name, phases, vs, max_px):
     step = max(1, math.ceil(max(ny, nx, nz) / max_px))
     xy = _shrink(read_region(arr, (cz, slice(None), slice(None))), step, labels)
     xz = _shrink(read_region(arr, (slice(None), cy, slice(None))), step, labels)
-    yz = _shrink(read_region(arr, (slice(None), slice(None), cx)), step, labels).T  # rows y, columns z
+    # rows y, columns z
+    yz = _shrink(read_region(arr, (slice(None), slice(None), cx)), step, labels).T
     (dz, dy, dx), unit = _physical(vs)
     Z, Y, X = nz * dz, ny * dy, nx * dx
 
@@ -73,7 +74,10 @@ def _ortho_figure(arr, name, phases, vs, max_px):
     if labels:
         n = len(phases)
         cmap = ListedColormap(_colours(n)).with_extremes(over="white")
-        kw = dict(cmap=cmap, norm=BoundaryNorm(np.arange(n + 1) - 0.5, n), interpolation="nearest")
+        kw = {
+            "cmap": cmap, "norm": BoundaryNorm(np.arange(n + 1) - 0.5, n),
+            "interpolation": "nearest",
+        }
         other = any(int(p.max(initial=0)) >= n for p in (xy, xz, yz))
         handles = [Patch(facecolor=c, edgecolor="k", label=f"{i} {ph}")
                    for i, (ph, c) in enumerate(zip(phases, _colours(n)))]
@@ -85,13 +89,13 @@ def _ortho_figure(arr, name, phases, vs, max_px):
         lo, hi = np.percentile(vals, [0.5, 99.5]) if vals.size else (0, 1)
         if hi <= lo:
             hi = lo + 1
-        kw = dict(cmap="gray", vmin=lo, vmax=hi, interpolation="antialiased")
+        kw = {"cmap": "gray", "vmin": lo, "vmax": hi, "interpolation": "antialiased"}
         a_leg.text(0.5, 0.5, f"gray levels\n{lo:.4g} – {hi:.4g}\n({arr.dtype})",
                    ha="center", va="center", fontsize=8)
     a_xy.imshow(xy, extent=(0, X, Y, 0), **kw)
     a_xz.imshow(xz, extent=(0, X, Z, 0), **kw)
     a_yz.imshow(yz, extent=(0, Z, Y, 0), **kw)
-    line = dict(color="#ffd400", lw=0.8, ls="--")
+    line = {"color": "#ffd400", "lw": 0.8, "ls": "--"}
     a_xy.axhline((cy + 0.5) * dy, **line)
     a_xy.axvline((cx + 0.5) * dx, **line)
     a_xz.axhline((cz + 0.5) * dz, **line)
@@ -364,7 +368,7 @@ def _phases_3d_section(seg, phases, vs, mesh_size):
         ax.set_zlabel(f"z ({unit})", fontsize=7)
     start = tuple(r.start for r in region)
     cap = (f"3D view of each phase: marching-cubes surface of the centred crop "
-           f"{'×'.join(str((r.stop - r.start)) for r in region)} voxels from (z, y, x) = "
+           f"{'×'.join(str(r.stop - r.start) for r in region)} voxels from (z, y, x) = "
            f"{start}, " + ("full resolution " if step == 1 else f"sampled every {step} voxels ") +
            f"({'×'.join(str(s) for s in crop.shape)} drawn), axes in {unit}")
     return _figure("fig-3d-phases", "3D view of each phase", fig, cap)

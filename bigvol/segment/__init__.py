@@ -1,8 +1,8 @@
 """Segmentation: the multi-Otsu threshold baseline and the SegNet model (train / predict)."""
 
 from ._threshold import histogram, threshold
-from .model import Model
 from ._train import read_labels, train
 from .infer import predict
+from .model import Model
 
 __all__: list[str] = ["threshold", "histogram", "Model", "train", "read_labels", "predict"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..errors import ConfigError, InputError
 from ..conventions import DEFAULT_PHASES, UNLABELLED, available_cores
+from ..errors import ConfigError, InputError
 from .model import Model
 
 
@@ -113,7 +113,8 @@ def read_labels(source, slices: Sequence[int] | None = None) -> np.ndarray:
             names = [names[int(s)] for s in slices]
         else:
             raise InputError(f"{len(labs)} label images in {names[0]}... but {len(slices)} slices "
-                             "given (give one image per slice, or a label stack of the whole volume)")
+                             "given (give one image per slice, or a label stack of the whole "
+                             "volume)")
     shapes = {lab.shape for lab in labs}
     if len(shapes) > 1:
         raise InputError(f"label images of different shapes: {sorted(shapes)}")
@@ -156,7 +157,9 @@ def _contexts(images, n_labels: int, slices, k: int) -> list[np.ndarray]:
             elif images.ndim == 3:
                 imgs = [np.asarray(images[i]) for i in range(images.shape[0])]
             else:
-                raise InputError(f"images must be 2D slices or an (n, y, x) array, got shape {images.shape}")
+                raise InputError(
+                    f"images must be 2D slices or an (n, y, x) array, got shape {images.shape}"
+                )
         else:
             imgs = [np.asarray(im) for im in images]
         if len(imgs) != n_labels:
@@ -398,7 +401,9 @@ def train(
         init_model = init if isinstance(init, Model) else Model.load(init)
         src = init_model.path or "the init model"
         if k is not None and k != init_model.k:
-            raise ConfigError(f"k={k!r}, but {src} takes k={init_model.k} slices; leave k out to fine-tune it")
+            raise ConfigError(
+                f"k={k!r}, but {src} takes k={init_model.k} slices; leave k out to fine-tune it"
+            )
         if classes is not None and [str(c) for c in classes] != init_model.classes:
             raise ConfigError(f"classes {list(classes)} differ from {src}'s {init_model.classes}")
         for key, v in (("widths", widths), ("convs", convs)):
@@ -427,7 +432,10 @@ def train(
     convs = [int(c) for c in (convs if convs is not None else [2] * len(widths))]
     if len(convs) != len(widths) or min(widths) < 1 or min(convs) < 1:
         raise ConfigError(f"widths {widths} and convs {convs} must be positive and of equal length")
-    for name, v in (("crop", crop), ("batch_size", batch_size), ("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+    for name, v in (
+        ("crop", crop), ("batch_size", batch_size), ("epochs", epochs),
+        ("steps_per_epoch", steps_per_epoch),
+    ):
         if int(v) < 1:
             raise ConfigError(f"{name} must be >= 1, got {v!r}")
     if clock not in ("wall", "cpu"):
@@ -463,11 +471,16 @@ def train(
     n = len(labs)
     train_items: list[tuple[int, int]] = []  # (slice, usable width)
     val_items: list[tuple[int, int]] = []  # (slice, first validation column)
-    if validation is None or (isinstance(validation, (float, int)) and not isinstance(validation, bool) and validation == 0):
+    if validation is None or (
+        isinstance(validation, (float, int)) and not isinstance(validation, bool)
+        and validation == 0
+    ):
         train_items = [(i, lab.shape[1]) for i, lab in enumerate(labs)]
     elif isinstance(validation, (float, int)) and not isinstance(validation, bool):
         if not 0 < validation < 0.5:
-            raise ConfigError(f"validation must be a fraction in (0, 0.5) or slice indices, got {validation!r}")
+            raise ConfigError(
+                f"validation must be a fraction in (0, 0.5) or slice indices, got {validation!r}"
+            )
         for i, lab in enumerate(labs):
             w = lab.shape[1]
             band = max(1, int(math.ceil(validation * w)))
@@ -476,10 +489,15 @@ def train(
     else:
         held = sorted({int(v) for v in validation})
         if any(not 0 <= v < n for v in held) or len(held) >= n:
-            raise ConfigError(f"validation slices {held} must be indices into the {n} label slices, leaving one to train on")
+            raise ConfigError(
+                f"validation slices {held} must be indices into the {n} label slices, "
+                "leaving one to train on"
+            )
         train_items = [(i, labs[i].shape[1]) for i in range(n) if i not in held]
         val_items = [(i, 0) for i in held]
-    train_items = [(i, w) for i, w in train_items if w >= 1 and (labs[i][:, :w] != UNLABELLED).any()]
+    train_items = [
+        (i, w) for i, w in train_items if w >= 1 and (labs[i][:, :w] != UNLABELLED).any()
+    ]
     if not train_items:
         raise InputError("no labelled pixel is left for training after the validation split")
     val_items = [(i, x0) for i, x0 in val_items if (labs[i][:, x0:] != UNLABELLED).any()]
@@ -516,7 +534,9 @@ def train(
         torch.manual_seed(seed)
         net = SegNet(k, n_classes, widths, convs, skips=skips)
         if init_model is not None:
-            net.load_state_dict({kk: torch.from_numpy(v.copy()) for kk, v in init_model.weights.items()})
+            net.load_state_dict(
+                {kk: torch.from_numpy(v.copy()) for kk, v in init_model.weights.items()}
+            )
         net = net.to(device)
         use_amp, amp_dtype = _amp_choice(amp, device)
         # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolutions.
@@ -598,14 +618,18 @@ def train(
 
             def used():
                 return time.perf_counter() - t0
-        bar = tqdm(total=total_steps, desc="train SegNet", unit="step", disable=not progress, leave=False)
+        bar = tqdm(
+            total=total_steps, desc="train SegNet", unit="step", disable=not progress, leave=False
+        )
         net.train()
         for epoch in range(int(epochs)):
             losses = []
             for _step in range(int(steps_per_epoch)):
                 xb, yb = sample()
                 opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp):
+                with torch.autocast(
+                    device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp
+                ):
                     logits = net(xb)
                 loss = loss_fn(logits.float(), yb)
                 loss.backward()
@@ -654,9 +678,15 @@ def train(
             "k": int(k), "preset": preset, "crop": int(crop), "batch_size": int(batch_size),
             "epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch), "lr": lr,
             "weight_decay": weight_decay, "schedule": schedule, "amp": bool(use_amp),
-            "validation": validation if not isinstance(validation, (list, tuple)) else list(validation),
+            "validation": (
+                validation if not isinstance(validation, (list, tuple)) else list(validation)
+            ),
             "patience": patience, "augment": bool(augment), "seed": int(seed),
-            "time_limit": time_limit, "clock": clock, "class_weights": class_weights if isinstance(class_weights, (str, type(None))) else list(map(float, class_weights)),
+            "time_limit": time_limit, "clock": clock,
+            "class_weights": (
+                class_weights if isinstance(class_weights, (str, type(None)))
+                else list(map(float, class_weights))
+            ),
         },
         "slices": None if slices is None else [int(s) for s in slices],
         "init": None if init_model is None else {

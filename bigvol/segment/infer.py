@@ -41,7 +41,7 @@ from ..conventions import available_cores
 from ..errors import ConfigError, InputError
 from .model import Model
 
-_CACHE: "OrderedDict[str, Model]" = OrderedDict()  # digest -> Model, per process
+_CACHE: OrderedDict[str, Model] = OrderedDict()  # digest -> Model, per process
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 4
 #: Models loaded from files or unpickled in this process (tests check "once per worker").
@@ -61,7 +61,9 @@ class _ModelRef:
         self.model = model
 
     def __getstate__(self):
-        return {"digest": self.digest, "path": self.path, "model": None if self.path else self.model}
+        return {
+            "digest": self.digest, "path": self.path, "model": None if self.path else self.model,
+        }
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -232,8 +234,13 @@ def _segment_block(
     gx0, gx1 = ox + cx.start, ox + cx.stop
     ys = [s - oy for s in _starts(Y, ty, step) if s < gy1 and s + ty > gy0]
     xs = [s - ox for s in _starts(X, tx, step) if s < gx1 and s + tx > gx0]
-    if ys and (ys[0] < 0 or ys[-1] + ty > block.shape[1]) or xs and (xs[0] < 0 or xs[-1] + tx > block.shape[2]):
-        raise RuntimeError("internal error: the halo does not contain the tiles")  # pragma: no cover
+    if (
+        ys and (ys[0] < 0 or ys[-1] + ty > block.shape[1])
+        or xs and (xs[0] < 0 or xs[-1] + tx > block.shape[2])
+    ):
+        raise RuntimeError(  # pragma: no cover
+            "internal error: the halo does not contain the tiles"
+        )
     tiles = [(z, y0, x0) for z in range(nz) for y0 in ys for x0 in xs]
     wmap = torch.from_numpy(np.outer(_gaussian(ty), _gaussian(tx)).astype(np.float32)).to(dev)
 
@@ -383,7 +390,9 @@ def predict(
     overlap = tile // 4 if overlap is None else int(overlap)
     if not 0 <= overlap < tile:
         raise ConfigError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
-    batch_size = (16 if str(device).startswith("cuda") else 4) if batch_size is None else int(batch_size)
+    batch_size = (
+        (16 if str(device).startswith("cuda") else 4) if batch_size is None else int(batch_size)
+    )
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if blocks not in ("auto", "slices", "chunks"):
@@ -496,5 +505,7 @@ def whole_slices(
             xin = (a[idx].astype(np.float32) - norm["mean"]) / norm["std"]
             p = _probabilities(net, torch.from_numpy(xin[None]).to(dev), tta, _null,
                                torch.contiguous_format)[0]
-            out.append(p.cpu().numpy() if probabilities else p.argmax(0).to(torch.uint8).cpu().numpy())
+            out.append(
+                p.cpu().numpy() if probabilities else p.argmax(0).to(torch.uint8).cpu().numpy()
+            )
     return np.stack(out, axis=1 if probabilities else 0)

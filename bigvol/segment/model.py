@@ -91,7 +91,10 @@ class Model:
     @property
     def n_parameters(self) -> int:
         return int(
-            sum(v.size for k, v in self.weights.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+            sum(
+                v.size for k, v in self.weights.items()
+                if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+            )
         )
 
     @property
@@ -121,7 +124,10 @@ class Model:
 
     def __getstate__(self):
         # Pickled (e.g. by a Dask scheduler): data only, never the torch modules.
-        return {"config": self.config, "weights": self.weights, "path": self.path, "_digest": self._digest}
+        return {
+            "config": self.config, "weights": self.weights, "path": self.path,
+            "_digest": self._digest,
+        }
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -153,16 +159,20 @@ class Model:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        config = dict(self.config, format=FORMAT, format_version=FORMAT_VERSION, bigvol_version=__version__)
+        config = dict(
+            self.config, format=FORMAT, format_version=FORMAT_VERSION, bigvol_version=__version__
+        )
         tmp = path.with_name(path.name + ".tmp")
-        save_file(self.weights, str(tmp), metadata={_META_KEY: json.dumps(config), "format": FORMAT})
+        save_file(
+            self.weights, str(tmp), metadata={_META_KEY: json.dumps(config), "format": FORMAT}
+        )
         os.replace(tmp, path)
         self.config = config
         self.path = path
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Model":
+    def load(cls, path: str | os.PathLike) -> Model:
         """Read a model written by :meth:`save`. Never unpickles anything.
 
         Raises
@@ -193,7 +203,10 @@ class Model:
             config = json.loads(meta[_META_KEY])
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: the model description is not valid JSON: {e}") from None
-        missing = [k for k in ("in_channels", "n_classes", "widths", "convs", "normalization") if k not in config]
+        missing = [
+            k for k in ("in_channels", "n_classes", "widths", "convs", "normalization")
+            if k not in config
+        ]
         if config.get("format") != FORMAT or missing:
             raise InputError(f"{path}: not a {FORMAT} model (missing {missing or 'format'})")
         if int(config.get("format_version", 0)) > FORMAT_VERSION:

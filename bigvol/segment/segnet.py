@@ -136,7 +136,9 @@ class SegNet(nn.Module):
                 features.append(x)
             x, idx = self.pool(x)
             indices.append(idx)
-        for level, (dec, idx, size) in enumerate(zip(self.decoders, reversed(indices), reversed(sizes))):
+        for level, (dec, idx, size) in enumerate(
+            zip(self.decoders, reversed(indices), reversed(sizes))
+        ):
             x = self.unpool(x, idx, output_size=size)
             if self.skips:
                 x = torch.cat([x, features[-1 - level]], dim=1)

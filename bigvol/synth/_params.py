@@ -168,24 +168,26 @@ def _make_params(shape, seed, voxel_size, dtype, **kw) -> _Params:
             "se_fraction too large for the space the active material leaves "
             f"(am_fraction={am}, am_gradient={g}, se_fraction={se})"
         )
-    p = dict(
-        am_fraction=am,
-        am_gradient=g,
-        se_fraction=se,
-        crack_fraction=_check_fraction("crack_fraction", kw["crack_fraction"]),
-        am_d50_um=_check_positive("am_d50_um", kw["am_d50_um"]),
-        se_size_um=_check_positive("se_size_um", kw["se_size_um"]),
-        curtaining=_check_fraction("curtaining", kw["curtaining"], 0.0, 0.5),
-        brightness_drift=_check_fraction("brightness_drift", kw["brightness_drift"], 0.0, 0.5),
-        xy_drift_px=_check_fraction("xy_drift_px", kw["xy_drift_px"], 0.0, 100.0),
-        shine_amplitude=_check_fraction("shine_amplitude", kw["shine_amplitude"]),
-        shine_depth_nm=_check_positive("shine_depth_nm", kw["shine_depth_nm"]),
-        shine_blur_px=_check_fraction("shine_blur_px", kw["shine_blur_px"], 0.0, 20.0),
-        edge_amplitude=_check_fraction("edge_amplitude", kw["edge_amplitude"]),
-        psf_sigma_px=_check_fraction("psf_sigma_px", kw["psf_sigma_px"], 0.0, 20.0),
-        noise_level=_check_fraction("noise_level", kw["noise_level"], 0.0, 20.0),
-    )
-    for name in ("small_pores", "contact_gaps", "shine_through", "edge_brightening", "noise", "blur"):
+    p = {
+        "am_fraction": am,
+        "am_gradient": g,
+        "se_fraction": se,
+        "crack_fraction": _check_fraction("crack_fraction", kw["crack_fraction"]),
+        "am_d50_um": _check_positive("am_d50_um", kw["am_d50_um"]),
+        "se_size_um": _check_positive("se_size_um", kw["se_size_um"]),
+        "curtaining": _check_fraction("curtaining", kw["curtaining"], 0.0, 0.5),
+        "brightness_drift": _check_fraction("brightness_drift", kw["brightness_drift"], 0.0, 0.5),
+        "xy_drift_px": _check_fraction("xy_drift_px", kw["xy_drift_px"], 0.0, 100.0),
+        "shine_amplitude": _check_fraction("shine_amplitude", kw["shine_amplitude"]),
+        "shine_depth_nm": _check_positive("shine_depth_nm", kw["shine_depth_nm"]),
+        "shine_blur_px": _check_fraction("shine_blur_px", kw["shine_blur_px"], 0.0, 20.0),
+        "edge_amplitude": _check_fraction("edge_amplitude", kw["edge_amplitude"]),
+        "psf_sigma_px": _check_fraction("psf_sigma_px", kw["psf_sigma_px"], 0.0, 20.0),
+        "noise_level": _check_fraction("noise_level", kw["noise_level"], 0.0, 20.0),
+    }
+    for name in (
+        "small_pores", "contact_gaps", "shine_through", "edge_brightening", "noise", "blur"
+    ):
         v = kw[name]
         if not isinstance(v, (bool, np.bool_)):
             raise ConfigError(f"{name} must be True or False, got {v!r}")

@@ -62,7 +62,8 @@ def _brightness(prm: _Params) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for _ in range(2):
         f = sum(
-            rng.uniform(0.3, 1) * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 2 * np.pi))
+            rng.uniform(0.3, 1)
+            * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 2 * np.pi))
             for _ in range(2)
         )
         m = np.abs(f).max()
