@@ -14,11 +14,11 @@ import argparse
 import json
 import logging
 import sys
-import typing
 import warnings
 
 from ._version import __version__
 from .errors import BigvolError
+from .options import add_arguments
 
 
 # -- shared arguments -------------------------------------------------------------------------
@@ -35,37 +35,6 @@ def _parser(sub, name: str, help: str, func, *, run: str | None = "run store (ru
 
 def _xyz(p, flag: str, help: str, type=int) -> None:
     p.add_argument(flag, nargs=3, type=type, metavar=("Z", "Y", "X"), default=None, help=help)
-
-
-def _add_options(p, model, names, *, flags=None, **per_option) -> None:
-    """One flag per option of ``model``: typed from the function's signature, help from its
-    docstring, default the function's (so the command and a config cannot disagree).
-    ``per_option[name]``: argparse keywords replacing the generated ones."""
-    for name in names:
-        field = model.model_fields[name]
-        default, ann = field.default, field.annotation
-        kw: dict = {"type": _scalar_type(ann, default)}
-        if isinstance(default, bool) or ann is bool or bool in typing.get_args(ann):
-            kw = {"action": argparse.BooleanOptionalAction}
-        elif isinstance(default, (tuple, list)):
-            kw["nargs"] = len(default)
-        for a in (ann, *typing.get_args(ann)):
-            if typing.get_origin(a) is typing.Literal:
-                kw["choices"] = typing.get_args(a)
-        kw.update(per_option.get(name, {}))
-        shown = "off" if default is None else (
-            " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
-        text = kw.pop("help", model.doc(name)).replace("``", "").replace("%", "%%")
-        p.add_argument((flags or {}).get(name, "--" + name.replace("_", "-")), dest=name,
-                       default=argparse.SUPPRESS, help=f"{text} (default {shown})", **kw)
-
-
-def _scalar_type(annotation, default):
-    if isinstance(default, (tuple, list)):
-        return type(default[0]) if default else str
-    if default is not None:
-        return type(default)
-    return next((a for a in typing.get_args(annotation) if a in (int, float, str)), str)
 
 
 def _options(args, model, **given):
@@ -128,7 +97,7 @@ def _add_synth(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     _xyz(p, "--chunks", "chunks of the arrays (default 32 256 256, clipped to the shape)")
     _xyz(p, "--voxel-size", "voxel size in nm (z = milling step, y, x = pixel size)", float)
-    _add_options(p, PhantomOptions, PhantomOptions.model_fields,
+    add_arguments(p, PhantomOptions, PhantomOptions.model_fields,
                  dtype={"choices": ("uint8", "uint16")})
     p.add_argument("--workers", type=int, default=None, help="threads or worker processes")
 
@@ -236,7 +205,7 @@ def _add_train(sub) -> None:
     p.add_argument("--classes", default=None, metavar="NAMES",
                    help="class names, comma-separated, index = label code (default the run's "
                    "phases, e.g. background,mitochondrion for two classes)")
-    _add_options(p, TrainOptions, ("k", "preset", "epochs", "steps_per_epoch", "crop",
+    add_arguments(p, TrainOptions, ("k", "preset", "epochs", "steps_per_epoch", "crop",
                                    "batch_size", "lr", "patience", "class_weights", "skips",
                                    "seed", "time_limit", "clock", "device", "init"),
                  preset={"choices": ("slim", "paper", "tiny")},
@@ -267,7 +236,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write the float16 class probabilities (c, z, y, x)")
-    _add_options(p, PredictOptions, ("tile", "overlap", "batch_size", "device", "amp", "tta"),
+    add_arguments(p, PredictOptions, ("tile", "overlap", "batch_size", "device", "amp", "tta"),
                  device={"choices": ("auto", "cpu", "cuda")}, tta={"choices": (1, 2, 4, 8)})
 
 
@@ -290,7 +259,7 @@ def _add_preprocess(sub, step: str, output: str, help: str, names, **per_option)
     p = _parser(sub, step, help, _cmd_preprocess, scheduler=True)
     p.add_argument("--input", default="raw", help="array to read (default raw)")
     p.add_argument("--output", default=output, help=f"array to write (default {output})")
-    _add_options(p, STEPS[step], names, **per_option)
+    add_arguments(p, STEPS[step], names, **per_option)
 
 
 def _add_normalize(sub) -> None:

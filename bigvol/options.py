@@ -17,6 +17,7 @@ bigvol.errors.ConfigError: align options: unknown option 'upsample' (allowed: cr
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import typing
 from typing import Any
@@ -147,19 +148,19 @@ def _normalize():
 
 
 def _train():
-    from .segment import _train as train
+    from .segment import train
 
     return options_model(
-        "TrainOptions", "segment.train options", train.train,
+        "TrainOptions", "segment.train options", train,
         exclude=("slices", "progress", "classes"),
         types={"init": str | None, "validation": float | list[int] | None,
                "class_weights": str | list[float] | None})
 
 
 def _predict():
-    from .segment import infer
+    from .segment import predict
 
-    return options_model("PredictOptions", "segment options", infer.predict,
+    return options_model("PredictOptions", "segment options", predict,
                          exclude=("probabilities",))
 
 
@@ -171,10 +172,10 @@ def _phantom():
 
 
 def _tortuosity():
-    from .metrics import transport
+    from .metrics import tortuosity
 
     return options_model("TortuosityOptions", "analyze.tortuosity options",
-                         transport.tortuosity, exclude=("axis", "voxel_size"))
+                         tortuosity, exclude=("axis", "voxel_size"))
 
 
 AlignOptions = _align()
@@ -185,6 +186,41 @@ PredictOptions = _predict()
 TortuosityOptions = _tortuosity()
 PhantomOptions = _phantom()
 
+def add_arguments(p, model, names, *, flags=None, **per_option) -> None:
+    """Add one ``argparse`` flag per option of ``model`` to the parser ``p``: typed from the
+    function's signature, its help the function's docstring, its default the function's
+    (so a command and a config cannot disagree). Absent flags are absent from the parsed
+    arguments (``argparse.SUPPRESS``), so the model fills them in. ``flags[name]``: another
+    spelling of the flag; ``per_option[name]``: argparse keywords replacing the generated
+    ones (``choices``, ``help``, ...)."""
+    for name in names:
+        field = model.model_fields[name]
+        default, ann = field.default, field.annotation
+        kw: dict = {"type": _scalar_type(ann, default)}
+        if isinstance(default, bool) or ann is bool or bool in typing.get_args(ann):
+            kw = {"action": argparse.BooleanOptionalAction}
+        elif isinstance(default, (tuple, list)):
+            kw["nargs"] = len(default)
+        for a in (ann, *typing.get_args(ann)):
+            if typing.get_origin(a) is typing.Literal:
+                kw["choices"] = typing.get_args(a)
+        kw.update(per_option.get(name, {}))
+        shown = "off" if default is None else (
+            " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
+        text = kw.pop("help", model.doc(name)).replace("``", "").replace("%", "%%")
+        p.add_argument((flags or {}).get(name, "--" + name.replace("_", "-")), dest=name,
+                       default=argparse.SUPPRESS, help=f"{text} (default {shown})", **kw)
+
+
+def _scalar_type(annotation, default):
+    if isinstance(default, (tuple, list)):
+        return type(default[0]) if default else str
+    if default is not None:
+        return type(default)
+    return next((a for a in typing.get_args(annotation) if a in (int, float, str)), str)
+
+
+
 __all__ = ["Options", "options_model", "AlignOptions", "DestripeOptions", "NormalizeOptions",
            "TrainOptions", "PredictOptions", "TortuosityOptions", "PhantomOptions",
-           "parameter_docs"]
+           "parameter_docs", "add_arguments"]
