@@ -197,9 +197,11 @@ def _add_train(sub) -> None:
     p = _parser(sub, "train", "train the SegNet on labelled slices of a run store", _cmd_train)
     p.add_argument("--labels", nargs="+", required=True,
                    help="label images (TIFF/PNG, one per slice; 255 = unlabelled), one multi-page "
-                   "TIFF, a folder of them, or 'truth' for the store's ground-truth array")
-    p.add_argument("--slices", nargs="+", type=int, required=True,
-                   help="indices of the labelled slices, in the order of --labels")
+                   "TIFF, a folder of them, 'truth' for the store's ground-truth array, or "
+                   "'store' for the labels painted in the viewer (labels/train)")
+    p.add_argument("--slices", nargs="+", type=int, default=None,
+                   help="indices of the labelled slices, in the order of --labels (default "
+                   "with --labels store: its labelled slices)")
     p.add_argument("--array", default=None, help="image array (default normalized, else raw)")
     p.add_argument("--out", default=None, help="model file (default <run>.model beside the store)")
     p.add_argument("--classes", default=None, metavar="NAMES",
@@ -221,7 +223,8 @@ def _cmd_train(args) -> int:
     from .store import Run
 
     return _done(stages.train(
-        Run.open(args.run, mode="r+"), "truth" if args.labels == ["truth"] else args.labels,
+        Run.open(args.run, mode="r+"),
+        args.labels[0] if args.labels in (["truth"], ["store"]) else args.labels,
         args.slices, options=_options(args, TrainOptions), image=args.array, out=args.out,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         progress=not args.quiet))
@@ -308,6 +311,68 @@ def _cmd_preprocess(args) -> int:
                                        output=args.output))
 
 
+# -- the labelling loop: suggest / pyramid / view ----------------------------------------------
+def _add_suggest(sub) -> None:
+    p = _parser(sub, "suggest", "the slices to label next: where the model is least sure",
+                _cmd_suggest)
+    p.add_argument("--n", type=int, default=3, help="how many slices (default 3)")
+    p.add_argument("--spacing", type=int, default=2,
+                   help="suggested slices lie more than this many slices apart (default 2)")
+    p.add_argument("--method", default="entropy", choices=("entropy", "margin"))
+
+
+def _cmd_suggest(args) -> int:
+    from . import stages
+    from .store import Run
+
+    run = Run.open(args.run, mode="r+")
+    picked, means, out = stages.suggest(run, args.n, method=args.method, spacing=args.spacing)
+    print(out.summary)
+    print("label next: " + ", ".join(f"slice {z} (mean {args.method} {m:.3f})"
+                                     for z, m in zip(picked, means)))
+    return 0
+
+
+def _add_pyramid(sub) -> None:
+    p = _parser(sub, "pyramid", "downsampled levels of an array for viewers (OME-Zarr)",
+                _cmd_pyramid, scheduler=True)
+    p.add_argument("--array", nargs="+", default=["raw", "normalized", "segmentation"],
+                   help="arrays (default raw normalized segmentation, those present)")
+    p.add_argument("--min-size", type=int, default=512,
+                   help="stop when y and x are at most this many pixels (default 512)")
+
+
+def _cmd_pyramid(args) -> int:
+    from . import stages
+    from .cluster import compute_context
+    from .store import Run
+
+    run = Run.open(args.run, mode="r+")
+    with compute_context(args.scheduler):
+        for name in [a for a in args.array if run.is_complete(a)]:
+            _done(stages.pyramid(run, name, min_size=args.min_size))
+    return 0
+
+
+def _add_view(sub) -> None:
+    _parser(sub, "view", "open a run in napari with the labelling widget", _cmd_view)
+
+
+def _cmd_view(args) -> int:
+    from .errors import ConfigError
+
+    try:
+        import napari
+    except ImportError:
+        raise ConfigError("the viewer needs napari and a Qt binding: "
+                          'pip install "bigvol[viewer]"') from None
+    from .viewer import open_run
+
+    open_run(args.run, napari.Viewer())
+    napari.run()
+    return 0
+
+
 # -- label / report / compare ---------------------------------------------------------------------
 def _add_label(sub) -> None:
     p = _parser(sub, "label", "connected components of a run's segmentation -> labels/<phase>",
@@ -367,8 +432,8 @@ def _cmd_compare(args) -> int:
 
 # Subcommands in the order ``bigvol --help`` lists them.
 _COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train,
-             _add_segment, _add_label, _add_report, _add_compare, _add_align, _add_destripe,
-             _add_normalize]
+             _add_segment, _add_suggest, _add_view, _add_pyramid, _add_label, _add_report,
+             _add_compare, _add_align, _add_destripe, _add_normalize]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

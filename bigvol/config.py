@@ -91,8 +91,10 @@ class NormalizeConfig(_Section):
 class TrainConfig(_Section):
     """``bigvol.segment.train`` on labelled slices of the run.
 
-    ``labels``: ``"truth"`` (the phantom's ground truth array in the run store) or a path
-    of label images (TIFF/PNG, 255 = unlabelled), one per entry of ``slices``.
+    ``labels``: ``"truth"`` (the phantom's ground truth array in the run store),
+    ``"store"`` (the labels painted in the viewer, ``labels/train``; ``slices`` default to
+    the labelled ones) or a path of label images (TIFF/PNG, 255 = unlabelled), one per
+    entry of ``slices``.
     """
 
     labels: str = "truth"
@@ -146,6 +148,14 @@ class ReportConfig(_Section):
     enabled: bool = True
 
 
+class PyramidConfig(_Section):
+    """Downsampled levels of raw, normalized and segmentation for viewers
+    (:mod:`bigvol.pyramid`): 2x per level in y and x until both are at most ``min_size``."""
+
+    enabled: bool = True
+    min_size: int = Field(512, ge=16)
+
+
 class ComputeConfig(_Section):
     """Where it runs (``bigvol.cluster.compute_context``)."""
 
@@ -181,6 +191,7 @@ class Config(_Section):
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    pyramids: PyramidConfig = Field(default_factory=PyramidConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
 

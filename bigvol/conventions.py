@@ -27,6 +27,16 @@ CONNECTIVITIES = (6, 18, 26)
 DEFAULT_CHUNKS = (32, 256, 256)
 
 
+#: display colours of the phases, index = phase code (report figures, viewer layers)
+PHASE_COLOURS = ("#3a3a3a", "#f28e2b", "#4e79a7", "#59a14f", "#e15759", "#b07aa1", "#76b7b2",
+                 "#edc948", "#ff9da7", "#9c755f")
+
+
+def phase_colours(n: int) -> list[str]:
+    """``n`` display colours, index = phase code (repeating after 10)."""
+    return [PHASE_COLOURS[i % len(PHASE_COLOURS)] for i in range(n)]
+
+
 def run_stem(run_path) -> str:
     """``cells/A.zarr`` -> ``cells/A``; a store without the ``.zarr`` suffix keeps its name
     whole (``cellA.v2`` -> ``cellA.v2``: a dot in a name is not a suffix)."""
@@ -56,4 +66,4 @@ def available_cores() -> int:
 
 
 __all__ = ["AXES", "DEFAULT_PHASES", "UNLABELLED", "CONNECTIVITIES", "DEFAULT_CHUNKS",
-           "run_stem", "output_paths", "available_cores"]
+           "PHASE_COLOURS", "phase_colours", "run_stem", "output_paths", "available_cores"]

@@ -152,7 +152,7 @@ def _train():
 
     return options_model(
         "TrainOptions", "segment.train options", train,
-        exclude=("slices", "progress", "classes"),
+        exclude=("slices", "progress", "classes", "callback"),
         types={"init": str | None, "validation": float | list[int] | None,
                "class_weights": str | list[float] | None})
 

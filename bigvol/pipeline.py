@@ -132,6 +132,8 @@ class Pipeline:
     def training_slices(self) -> list[int]:
         t = self.cfg.segment.train
         nz = self.run.zarr_array("normalized").shape[0]
+        if t.labels == "store" and t.slices is None:
+            return self.run.labelled_slices()
         if t.slices is not None:
             bad = [s for s in t.slices if not -nz <= s < nz]
             if bad:
@@ -156,6 +158,10 @@ class Pipeline:
             raise ConfigError(
                 "segment.train.labels is 'truth' but the run store has no ground truth; "
                 "give label images (segment.train.labels: path) or segment.model")
+        if t.labels == "store" and not self.run.labelled_slices():
+            raise ConfigError(
+                "segment.train.labels is 'store' but the run store holds no painted labels "
+                "(labels/train); paint some in the viewer (bigvol view) first")
         return self._did(stages.train(
             self.run, t.labels, self.training_slices(), options=t.options,
             classes=self.phases, image="normalized", out=self.model_path,
@@ -184,14 +190,23 @@ class Pipeline:
         if seg.baseline:
             self._did(stages.threshold(self.run, image="normalized",
                                        chunks=self.cfg.compute.chunks, progress=self.progress))
+        if "probabilities" in out.record.get("outputs", ()):
+            self._did(stages.uncertainty(self.run, progress=self.progress))
         return out
+
+    def stage_pyramids(self, *names):
+        p = self.cfg.pyramids
+        if p.enabled:
+            for name in names:
+                self._did(stages.pyramid(self.run, name, min_size=p.min_size,
+                                         progress=self.progress))
 
     def stage_evaluate(self):
         if "truth" not in self.run:
             return None
         held_out = None
         c = self.cfg
-        if c.segment.method == "segnet" and c.segment.train.labels == "truth" \
+        if c.segment.method == "segnet" and c.segment.train.labels in ("truth", "store") \
                 and c.segment.model is None and c.input.phantom is None:
             # hand labels, not a phantom's exact truth: score only the slices not trained on
             held_out = sorted(set(range(self.run.zarr_array("truth").shape[0]))
@@ -216,8 +231,10 @@ class Pipeline:
         with self._run_log():
             self.stage_input()
             self.stage_normalize()
+            self.stage_pyramids("raw", "normalized")
             self.stage_train()
             self.stage_segment()
+            self.stage_pyramids("segmentation")
             self.stage_evaluate()
             self.stage_analyze()
             self.metrics = write_metrics(self.run)

@@ -49,7 +49,7 @@ from ._version import __version__
 from .conventions import UNLABELLED
 from .errors import ConfigError, InputError
 from .options import AlignOptions, DestripeOptions, NormalizeOptions, PredictOptions, TrainOptions
-from .store import Run, fingerprint
+from .store import LABEL_ARRAYS, TRAIN_LABELS, Run, fingerprint
 
 log = logging.getLogger(__name__)
 #: the run log: one line per stage started, skipped, done (``X.log`` beside the store)
@@ -295,13 +295,16 @@ def preprocess(run: Run, steps: Sequence[tuple[str, object]], *, source: str = "
 
 
 # -- segmentation ---------------------------------------------------------------------------
-def train(run: Run, labels, slices: Sequence[int], *, options=None, classes=None,
-          image: str | None = None, out=None, progress: bool = False) -> Outcome:
+def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None, classes=None,
+          image: str | None = None, out=None, progress: bool = False,
+          callback=None) -> Outcome:
     """Train the SegNet on labelled slices of the run's image; the model goes to ``out``
     (default ``X.model`` beside the store ``X.zarr``).
 
     ``labels``: ``"truth"`` (the store's ``truth`` array, e.g. a phantom's or ingested hand
-    labels) or label images (a path, a list of paths; 255 = unlabelled), one per slice.
+    labels), ``"store"`` (the training labels painted in the viewer, ``labels/train``; the
+    slices default to its labelled ones) or label images (a path, a list of paths; 255 =
+    unlabelled), one per slice. ``callback``: see :func:`bigvol.segment.train`.
     ``classes``: the class names (default the run's phases; a fine-tuned ``init`` model
     keeps its own). Up to date: same fingerprint and the model file still holds the model
     recorded (its digest).
@@ -312,6 +315,10 @@ def train(run: Run, labels, slices: Sequence[int], *, options=None, classes=None
     opts = options if isinstance(options, TrainOptions) else TrainOptions(**dict(options or {}))
     image = image_array(run, image)
     nz = run.zarr_array(image).shape[0]
+    if slices is None and labels in ("store", ["store"]):
+        slices = run.labelled_slices()
+    if not slices:
+        raise ConfigError("no training slices: give slices, or paint labels first")
     bad = [s for s in slices if not -nz <= int(s) < nz]
     if bad:
         raise ConfigError(f"training slices {bad} lie outside the stack of {nz} slices")
@@ -319,12 +326,15 @@ def train(run: Run, labels, slices: Sequence[int], *, options=None, classes=None
     out = Path(out) if out is not None else run.paths["model"]
     if classes is None and opts.init is None:
         classes = run.phases
-    if labels == "truth" or labels == ["truth"]:
-        if "truth" not in run:
+    if labels in ("truth", ["truth"], "store", ["store"]):
+        labels = labels if isinstance(labels, str) else labels[0]
+        array = "truth" if labels == "truth" else TRAIN_LABELS
+        if array not in run:
             raise ConfigError(
-                f"labels 'truth': the run store {run.path} has no ground truth array; give "
-                "label images, or ingest hand labels as 'truth'")
-        labels, labels_id = "truth", run.fingerprint_of("truth")
+                f"labels {labels!r}: the run store {run.path} has no {array} array; "
+                + ("give label images, or ingest hand labels as 'truth'" if labels == "truth"
+                   else "paint labels in the viewer (bigvol view) or give label images"))
+        labels_id = run.fingerprint_of(array)
     else:
         files = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels)
         labels = [str(f) for f in files]
@@ -333,13 +343,13 @@ def train(run: Run, labels, slices: Sequence[int], *, options=None, classes=None
               "model": os.path.abspath(out), **opts.model_dump(mode="json")}
 
     def body(fp):
-        if labels == "truth":
-            truth = run.zarr_array("truth")
-            lab = np.stack([truth[s] for s in slices])
+        if labels in ("truth", "store"):
+            arr = run.zarr_array("truth" if labels == "truth" else TRAIN_LABELS)
+            lab = np.stack([arr[s] for s in slices])
         else:
             lab = read_labels(labels[0] if len(labels) == 1 else labels, slices)
         model = train_model(run.read(image), lab, slices=slices, classes=classes,
-                            progress=progress, **opts.kwargs())
+                            progress=progress, callback=callback, **opts.kwargs())
         model.save(out)
         rec = model.record
         return {"model": str(out), "model_digest": model.digest, "slices": slices,
@@ -486,6 +496,79 @@ _SCORES = ("accuracy", "recall", "precision", "iou", "confusion", "confusion_nor
            "accuracy_per_slice")
 
 
+def save_labels(run: Run, slices) -> list[int]:
+    """Training labels of whole slices into the run (``labels/train``; ``{z: (y, x) codes,
+    UNLABELLED where not painted}``). Returns the labelled slices. Not a fingerprinted
+    stage: the labels are the user's input; the train stage hashes their digest."""
+    return run.write_label_slices(slices)
+
+
+def uncertainty(run: Run, *, method: str = "entropy", progress: bool = False) -> Outcome:
+    """``uncertainty`` (z, y, x) float16 in [0, 1] from the run's ``probabilities``
+    (:func:`bigvol.segment.uncertainty`), and each slice's mean in the record."""
+    from . import segment as S
+
+    if "probabilities" not in run:
+        raise ConfigError(f"{run.path} has no class probabilities: segment with "
+                          "probabilities first (bigvol segment --probabilities, or "
+                          "segment.probabilities: true)")
+
+    def body(fp):
+        u = S.uncertainty(run.read("probabilities"), method=method).astype(np.float16)
+        run.write("uncertainty", u, chunks=run.zarr_array("probabilities").chunks[1:],
+                  fingerprint=fp)
+        return {"method": method,
+                "slice_mean": S.slice_uncertainty(run.read("uncertainty")).tolist()}
+
+    def summary(o):
+        m = np.asarray(o.results["slice_mean"])
+        return (f"uncertainty ({method}) -> {run.path}/uncertainty: slice means "
+                f"{m.min():.3f}..{m.max():.3f}")
+
+    return run_stage(run, "uncertainty", {"method": method},
+                     upstream=[run.fingerprint_of("probabilities")], outputs=("uncertainty",),
+                     body=body, summary=summary, progress=progress)
+
+
+def suggest(run: Run, n: int = 1, *, method: str = "entropy", spacing: int = 0) -> tuple:
+    """The ``n`` slices to label next (the most uncertain, not yet labelled, more than
+    ``spacing`` apart): ``(slices, their mean uncertainty, outcome of the uncertainty
+    stage)``."""
+    from .segment import suggest_slices
+
+    out = uncertainty(run, method=method)
+    means = np.asarray(out.results["slice_mean"])
+    picked = suggest_slices(means, n, exclude=run.labelled_slices(), spacing=spacing)
+    return picked, [float(means[z]) for z in picked], out
+
+
+def pyramid(run: Run, name: str, *, min_size: int = 512, progress: bool = False) -> Outcome:
+    """Pyramid levels of ``name`` (``pyramids/<name>/1``, ...; :mod:`bigvol.pyramid`):
+    2x coarser in y and x per level until y and x are at most ``min_size``; by the mode
+    of 2 x 2 blocks for phase codes and labels, by the mean for images. Listed in the
+    run's OME-Zarr ``multiscales`` so viewers open big stacks at once."""
+    from .pyramid import downsample, n_levels
+
+    base = run.zarr_array(name)
+    levels = n_levels(base.shape, min_size)
+    labels = name in LABEL_ARRAYS
+    outputs = tuple(f"pyramids/{name}/{i}" for i in range(1, levels + 1))
+
+    def body(fp):
+        prev = run.read(name)
+        for out in outputs:
+            run.write(out, downsample(prev, labels=labels), chunks=base.chunks,
+                      fingerprint=fp)
+            prev = run.read(out)
+        return {"levels": levels, "shapes": [list(run.zarr_array(o).shape) for o in outputs]}
+
+    return run_stage(run, f"pyramid:{name}", {"array": name, "levels": levels,
+                                              "method": "mode" if labels else "mean"},
+                     upstream=[run.fingerprint_of(name)], outputs=outputs, body=body,
+                     summary=lambda o: f"pyramid of {name}: {levels} levels",
+                     progress=progress)
+
+
 # -- structure ------------------------------------------------------------------------------
 def label(run: Run, phase="all", *, connectivity: int = 26, progress: bool = False) -> Outcome:
     """``labels/<phase>``: connected components of the segmentation (``"all"``: every
@@ -557,4 +640,5 @@ def files_fingerprint(paths) -> str:
 
 
 __all__ = ["Outcome", "run_stage", "stage_fingerprint", "synth", "ingest", "preprocess",
-           "train", "segment", "threshold", "evaluate", "label", "analyze", "report", "STEPS"]
+           "train", "segment", "threshold", "evaluate", "save_labels", "uncertainty",
+           "suggest", "pyramid", "label", "analyze", "report", "STEPS"]

@@ -41,11 +41,15 @@ import numpy as np
 import zarr
 
 from ._version import __version__
-from .conventions import DEFAULT_PHASES, output_paths
-from .errors import StoreError
+from .conventions import DEFAULT_PHASES, UNLABELLED, output_paths
+from .errors import InputError, StoreError
 from .validate import check_phase_names, check_voxel_size
 
 IMAGE_ARRAYS = ("raw", "normalized", "segmentation")
+#: the arrays of phase codes / labels (downsampled by mode in pyramids, shown as labels)
+LABEL_ARRAYS = ("segmentation", "threshold", "truth", "labels/train")
+#: training labels painted in the viewer (or imported): class codes, UNLABELLED elsewhere
+TRAIN_LABELS = "labels/train"
 
 
 def default_compressor(level: int = 3):
@@ -152,6 +156,7 @@ class Run:
 
     @voxel_size.setter
     def voxel_size(self, value):
+        self.refresh()
         self.group.attrs["voxel_size"] = _voxel_size_attr(value)
         self._write_ome()
 
@@ -163,6 +168,7 @@ class Run:
     @phases.setter
     def phases(self, names):
         names = check_phase_names(names)
+        self.refresh()
         if names != self.phases:  # no write when unchanged (a read-only or full disk)
             self.group.attrs["phases"] = names
 
@@ -173,6 +179,7 @@ class Run:
 
     @property
     def stages(self) -> dict[str, dict]:
+        self.refresh()
         return dict(self.group.attrs.get("bigvol_stages", {}))
 
     def stage(self, name: str) -> dict | None:
@@ -198,7 +205,7 @@ class Run:
         }
         if extra:
             rec.update(json.loads(json.dumps(dict(extra), default=_jsonable)))
-        stages = self.stages
+        stages = self.stages  # fresh from disk: another process may have recorded a stage
         stages[name] = rec
         self.group.attrs["bigvol_stages"] = stages
         return rec
@@ -207,6 +214,14 @@ class Run:
         stages = self.stages
         if stages.pop(name, None) is not None:
             self.group.attrs["bigvol_stages"] = stages
+
+    def refresh(self) -> None:
+        """Re-read the group's attributes from disk. Another process (a ``bigvol`` command
+        beside an open viewer, a worker) may have recorded stages since this handle was
+        opened; stage records are read and updated from the fresh attributes, so a write
+        from this handle never drops theirs."""
+        self.group = zarr.open_group(str(self.path), mode="r+" if not self.group.read_only
+                                     else "r")
 
     # -- arrays --------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
@@ -253,7 +268,7 @@ class Run:
         meta = dict(arr.attrs.get("bigvol", {}))
         meta.update(info, complete=True, completed_at=_now())
         arr.attrs["bigvol"] = meta
-        if name in IMAGE_ARRAYS or name.startswith("labels/"):
+        if name in IMAGE_ARRAYS or name.startswith(("labels/", "pyramids/")):
             self._write_ome()
 
     def is_complete(self, name: str) -> bool:
@@ -280,6 +295,53 @@ class Run:
             return sorted(self.group[group].array_keys())
         except AttributeError:  # an array, not a group
             return []
+
+    def pyramid_levels(self, name: str) -> list[str]:
+        """The complete pyramid levels of ``name`` (``pyramids/<name>/1``, ``/2``, ...) in
+        order, up to the first missing one (:mod:`bigvol.pyramid`)."""
+        out = []
+        while self.is_complete(path := f"pyramids/{name}/{len(out) + 1}"):
+            out.append(path)
+        return out
+
+    # -- training labels -----------------------------------------------------------------
+    def labelled_slices(self) -> list[int]:
+        """The slices of :data:`TRAIN_LABELS` that hold at least one labelled voxel."""
+        if TRAIN_LABELS not in self:
+            return []
+        return list(self.group[TRAIN_LABELS].attrs.get("labelled_slices", []))
+
+    def write_label_slices(self, slices: Mapping[int, np.ndarray], *, shape=None) -> list[int]:
+        """Write whole slices of training labels (class codes, ``UNLABELLED`` elsewhere).
+
+        The array :data:`TRAIN_LABELS` (uint8, one chunk row per slice, so a slice is
+        written alone) is created with the shape of ``raw`` (or ``shape``) on first use.
+        Its attributes keep the labelled slices and a digest of their content, which the
+        train stage hashes: new paint retrains, the same labels do not. Returns the
+        labelled slices.
+        """
+        if TRAIN_LABELS not in self:
+            shape = tuple(shape or self.zarr_array("raw").shape)
+            self.create_array(TRAIN_LABELS, shape=shape, dtype=np.uint8,
+                              chunks=(1, min(512, shape[1]), min(512, shape[2])),
+                              fill_value=UNLABELLED, attrs={"labelled_slices": []})
+        arr = self.group[TRAIN_LABELS]
+        labelled = set(arr.attrs.get("labelled_slices", []))
+        for z, lab in slices.items():
+            z = int(z) % arr.shape[0]
+            lab = np.asarray(lab)
+            if lab.shape != arr.shape[1:]:
+                raise InputError(f"labels of slice {z} have shape {lab.shape}, the stack's "
+                                 f"slices {arr.shape[1:]}")
+            arr[z] = lab.astype(np.uint8)
+            (labelled.add if (lab != UNLABELLED).any() else labelled.discard)(z)
+        h = hashlib.sha256()
+        for z in sorted(labelled):
+            h.update(str(z).encode())
+            h.update(np.ascontiguousarray(arr[z]).tobytes())
+        arr.attrs.update({"labelled_slices": sorted(labelled), "digest": h.hexdigest()[:16]})
+        self.mark_complete(TRAIN_LABELS, fingerprint=h.hexdigest()[:16])
+        return sorted(labelled)
 
     def fingerprint_of(self, name: str) -> str | None:
         """The fingerprint of the stage that wrote the array ``name`` (None if unknown):
@@ -482,22 +544,19 @@ class Run:
         ]
         multiscales = []
         for name in IMAGE_ARRAYS:
-            if self.is_complete(name) and self.group[name].ndim == 3:
-                multiscales.append(
-                    {
-                        "name": name,
-                        "axes": axes,
-                        "datasets": [
-                            {
-                                "path": name,
-                                "coordinateTransformations": [
-                                    {"type": "scale", "scale": scale_um}
-                                ],
-                            }
-                        ],
-                    }
-                )
+            if not (self.is_complete(name) and self.group[name].ndim == 3):
+                continue
+            datasets = []
+            for level, path in enumerate([name, *self.pyramid_levels(name)]):
+                f = 2.0 ** level  # level l: 2^l x coarser in y and x; voxel centres shift
+                t = [{"type": "scale", "scale": [scale_um[0], scale_um[1] * f, scale_um[2] * f]}]
+                if level:
+                    t.append({"type": "translation", "translation": [
+                        0.0, scale_um[1] * (f - 1) / 2, scale_um[2] * (f - 1) / 2]})
+                datasets.append({"path": path, "coordinateTransformations": t})
+            multiscales.append({"name": name, "axes": axes, "datasets": datasets})
         ome = {"version": "0.5", "multiscales": multiscales}
+        self.refresh()
         self.group.attrs["ome"] = ome
 
     # -- summary -------------------------------------------------------------------------
@@ -668,4 +727,4 @@ def open_run(path, mode: str = "r") -> Run:
 
 
 __all__ = ["Run", "StoreError", "open_run", "fingerprint", "default_compressor", "read_region",
-           "IMAGE_ARRAYS"]
+           "IMAGE_ARRAYS", "LABEL_ARRAYS", "TRAIN_LABELS"]

@@ -25,3 +25,41 @@ def realdata():
     if not REALDATA.is_dir():
         pytest.skip(f"real data not found at {REALDATA} (../shared/realdata beside the project)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def display():
+    """An X display for the Qt tests: the one set, else a private Xvfb (Debian's xvfb).
+
+    napari draws with OpenGL, which Qt's offscreen platform lacks; Xvfb with Mesa's
+    software renderer has it. Skips with the reason when neither napari nor Xvfb is here.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    pytest.importorskip("napari", reason="the viewer extra is not installed: pip install "
+                        '"bigvol[viewer]"')
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("no X display and no Xvfb (apt-get install xvfb)")
+    for n in range(90, 110):
+        if not os.path.exists(f"/tmp/.X{n}-lock"):
+            break
+    proc = subprocess.Popen([xvfb, f":{n}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(f"/tmp/.X11-unix/X{n}"):
+            break
+        time.sleep(0.05)
+    os.environ["DISPLAY"] = f":{n}"
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.environ.pop("DISPLAY", None)

@@ -13,14 +13,15 @@ import numpy as np
 
 from .._html import data_uri, png_bytes
 from .._html import escape as _esc
+from ..conventions import PHASE_COLOURS as CONVENTION_COLOURS
+from ..conventions import phase_colours
 from ..store import read_region
 from ._data import _LABEL_ARRAYS, _crop, _shrink
 from ._page import _fmt, _slugid
 
 #: Colours of the phase codes 0, 1, 2 (pore, solid electrolyte, active material); more
 #: phases take the following tab10 colours.
-PHASE_COLOURS = ("#3a3a3a", "#f28e2b", "#4e79a7")
-_EXTRA_COLOURS = ("#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f")
+PHASE_COLOURS = CONVENTION_COLOURS[:3]
 
 
 def _figure(fid: str, title: str, fig, caption: str = "") -> str:
@@ -33,10 +34,7 @@ def _figure(fid: str, title: str, fig, caption: str = "") -> str:
 
 
 def _colours(n: int) -> list[str]:
-    base = list(PHASE_COLOURS) + list(_EXTRA_COLOURS)
-    while len(base) < n:
-        base += base
-    return base[:n]
+    return phase_colours(n)
 
 
 def _physical(vs):

@@ -274,6 +274,7 @@ def train(
     clock: str = "wall",
     progress: bool = True,
     init: Model | str | os.PathLike | None = None,
+    callback=None,
 ) -> Model:
     """Train a SegNet on a few labelled slices.
 
@@ -371,6 +372,10 @@ def train(
         error). This is the interactive loop of pixel-classification tools: train on a few
         scribbles, look at the prediction, paint corrections where it is wrong, and train
         on with all the labels; or adapt a model to a new volume from a few labels.
+    callback : callable, optional
+        Called after every step with ``{"step", "steps", "epoch", "loss"}``; a true return
+        value stops training after that step (the viewer's progress bar and stop button).
+        The model keeps the best epoch's weights, as after early stopping.
 
     Returns
     -------
@@ -645,6 +650,11 @@ def train(
                 if time_limit is not None and used() > time_limit:
                     stopped = "time_limit"
                     break
+                if callback is not None and callback(
+                        {"step": n_steps, "steps": total_steps, "epoch": epoch + 1,
+                         "loss": losses[-1]}):
+                    stopped = "stopped"
+                    break
             acc = validate()
             rec = {
                 "epoch": epoch + 1,
@@ -660,7 +670,7 @@ def train(
                 best_state = copy.deepcopy(net.state_dict())
             elif acc is not None:
                 bad += 1
-            if stopped == "time_limit":
+            if stopped in ("time_limit", "stopped"):
                 break
             if patience is not None and acc is not None and bad >= patience:
                 stopped = "early_stopping"
