@@ -41,25 +41,22 @@ def display():
     pytest.importorskip("napari", reason="the viewer extra is not installed: pip install "
                         '"bigvol[viewer]"')
     if os.environ.get("DISPLAY"):
-        yield os.environ["DISPLAY"]
-        return
+        return os.environ["DISPLAY"]
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("no X display and no Xvfb (apt-get install xvfb)")
     for n in range(90, 110):
         if not os.path.exists(f"/tmp/.X{n}-lock"):
             break
-    proc = subprocess.Popen([xvfb, f":{n}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # -terminate: the server ends when its last client (this test process) disconnects;
+    # stopping it earlier would break Qt's connection and make Qt exit the process
+    subprocess.Popen([xvfb, f":{n}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp",
+                      "-terminate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
     for _ in range(100):
         if os.path.exists(f"/tmp/.X11-unix/X{n}"):
             break
         time.sleep(0.05)
     os.environ["DISPLAY"] = f":{n}"
     os.environ["QT_QPA_PLATFORM"] = "xcb"
-    try:
-        yield os.environ["DISPLAY"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        os.environ.pop("DISPLAY", None)
+    return os.environ["DISPLAY"]

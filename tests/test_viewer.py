@@ -1,0 +1,102 @@
+"""The napari viewer on a real Qt (Xvfb with Mesa's software OpenGL): the reader's layers,
+painting saved into the run, training and predicting from the widget, the next slice."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import bigvol as bv
+from bigvol import stages
+from bigvol.cli import main
+from bigvol.store import TRAIN_LABELS, Run
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("display")]
+
+
+@pytest.fixture
+def run_path(tmp_path):
+    img, truth = bv.synth.phantom((6, 80, 72), seed=4, voxel_size=(50, 30, 30), am_d50_um=0.6)
+    path = tmp_path / "cell.zarr"
+    run = Run.create(path, voxel_size=(50, 30, 30))
+    run.write("raw", img, chunks=(3, 40, 36))
+    run.write("truth", truth, chunks=(3, 40, 36))
+    stages.pyramid(run, "raw", min_size=32)
+    return path
+
+
+def test_reader_gives_the_run_layers_with_scales_and_levels(run_path, tmp_path):
+    from bigvol.viewer import napari_get_reader
+
+    assert napari_get_reader(str(tmp_path / "not-a-run")) is None
+    layers = napari_get_reader(str(run_path))(str(run_path))
+    by_name = {kw["name"]: (data, kw, kind) for data, kw, kind in layers}
+    assert set(by_name) == {"raw", "truth"}
+    data, kw, kind = by_name["raw"]
+    assert kind == "image" and kw["multiscale"]
+    assert [d.shape for d in data] == [(6, 80, 72), (6, 40, 36), (6, 20, 18)]
+    assert kw["scale"] == pytest.approx((0.05, 0.03, 0.03))
+    data, kw, kind = by_name["truth"]
+    assert kind == "labels" and kw["metadata"]["phases"] == list(bv.store.Run.open(
+        run_path).phases)
+    # shown as code + 1: pore (0) is not napari's transparent background
+    truth = Run.open(run_path).zarr_array("truth")[...]
+    np.testing.assert_array_equal(np.asarray(data), truth + 1)
+
+
+def test_paint_train_predict_and_next_slice_in_the_widget(run_path, make_napari_viewer):
+    from bigvol.viewer import PREDICTION_LAYER, TRAINING_LAYER, open_run
+
+    viewer = make_napari_viewer()
+    widget = open_run(run_path, viewer)
+    assert {"raw", "truth", TRAINING_LAYER} <= {layer.name for layer in viewer.layers}
+    truth = Run.open(run_path).zarr_array("truth")[...]
+    layer = viewer.layers[TRAINING_LAYER]
+    # paint slices 1 and 4 (with the truth, as a user would with the brush), moving the
+    # z slider in between: the painted slice is saved when the user leaves it
+    for z in (1, 4):
+        step = list(viewer.dims.current_step)
+        step[0] = z
+        viewer.dims.current_step = tuple(step)
+        assert widget.z == z
+        painted = np.zeros(truth.shape[1:], np.uint8)
+        painted[:, :40] = truth[z][:, :40] + 1
+        layer.data = painted
+    widget.select_class(2)
+    assert layer.selected_label == 3 and layer.mode == "paint"
+    assert widget.save_labels() == [1, 4]
+    stored = Run.open(run_path).zarr_array(TRAIN_LABELS)[...]
+    np.testing.assert_array_equal(stored[4][:, :40], truth[4][:, :40])
+    assert (stored[4][:, 40:] == 255).all() and (stored[0] == 255).all()
+    # back on slice 1 the layer shows what was painted there
+    step = list(viewer.dims.current_step)
+    step[0] = 1
+    viewer.dims.current_step = tuple(step)
+    np.testing.assert_array_equal(layer.data[:, :40], truth[1][:, :40] + 1)
+
+    widget.epochs.setValue(1)
+    widget.steps.setValue(3)
+    out = widget.train(background=False)
+    assert not out.skipped and out.results["slices"] == [1, 4]
+    codes = widget.predict_slice()
+    model = bv.segment.Model.load(Run.open(run_path).paths["model"])
+    ref = bv.segment.predict(Run.open(run_path).read("raw"), model)[1].compute()
+    np.testing.assert_array_equal(codes, ref)
+    np.testing.assert_array_equal(viewer.layers[PREDICTION_LAYER].data, ref + 1)
+
+    widget.predict_all(background=False)
+    run = Run.open(run_path, mode="r+")
+    assert run.is_complete("segmentation") and run.is_complete("uncertainty")
+    assert {"segmentation", "uncertainty"} <= {layer.name for layer in viewer.layers}
+    # inject doubt into slice 3: the suggestion jumps there
+    p = run.zarr_array("probabilities")[...]
+    p[:, 3] = np.float16(1 / 3)
+    run.write("probabilities", p, chunks=run.zarr_array("probabilities").chunks,
+              fingerprint="edited")
+    assert widget.next_slice() == 3 and viewer.dims.current_step[0] == 3
+
+
+def test_view_without_napari_says_how_to_install(monkeypatch, capsys, run_path):
+    monkeypatch.setitem(sys.modules, "napari", None)  # as if napari were not installed
+    assert main(["view", str(run_path)]) == 2
+    assert 'pip install "bigvol[viewer]"' in capsys.readouterr().err
