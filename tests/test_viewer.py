@@ -100,3 +100,27 @@ def test_view_without_napari_says_how_to_install(monkeypatch, capsys, run_path):
     monkeypatch.setitem(sys.modules, "napari", None)  # as if napari were not installed
     assert main(["view", str(run_path)]) == 2
     assert 'pip install "bigvol[viewer]"' in capsys.readouterr().err
+
+
+def test_training_runs_in_the_background_and_stops_on_request(run_path, make_napari_viewer,
+                                                              qtbot):
+    from bigvol.viewer import open_run
+
+    truth = Run.open(run_path).zarr_array("truth")[...]
+    stages.save_labels(Run.open(run_path, mode="r+"), {2: truth[2]})
+    viewer = make_napari_viewer()
+    widget = open_run(run_path, viewer)
+    widget.epochs.setValue(50)  # far more than the test waits for
+    widget.steps.setValue(25)
+    results = []
+    worker = widget.train()
+    worker.returned.connect(results.append)
+    # the progress bar follows the steps while the viewer keeps handling events
+    qtbot.waitUntil(lambda: widget.bar.maximum() == 50 * 25 and widget.bar.value() >= 2,
+                    timeout=60_000)
+    widget.stop()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    (out,) = results
+    assert out.results["stopped"] == "stopped" and out.results["steps"] < 50 * 25
+    assert Run.open(run_path).paths["model"].exists()
