@@ -75,16 +75,19 @@ def run(name, rounds, steps, seed):
     cand = [z for z in range(margin, nz - margin) if z % 2 == 0]
     test = [z for z in range(nz) if z % 2 == 1]
     rng = np.random.default_rng(seed)
-    order = list(rng.permutation(cand))
+    order = [int(z) for z in rng.permutation(cand)]
     rows = []
+    cache = {}  # the same slices train the same model (seeded): train once
     labelled = [cand[len(cand) // 2]]
     for r in range(1, rounds + 1):
         evenly = [cand[int((i + 0.5) * len(cand) / r)] for i in range(r)]
         for strategy, slices in (("uncertainty", sorted(labelled)), ("even", evenly),
                                  ("random", sorted(order[:r]))):
             t0 = time.process_time()
-            model = train(raw, lab, slices, k, classes, steps, seed)
-            s = evaluate(model, raw, lab, test, n)
+            if tuple(slices) not in cache:
+                model = train(raw, lab, slices, k, classes, steps, seed)
+                cache[tuple(slices)] = model, evaluate(model, raw, lab, test, n)
+            model, s = cache[tuple(slices)]
             rows.append({"dataset": name, "round": r, "strategy": strategy, "slices": slices,
                          "accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
                          "cpu_s": time.process_time() - t0})
