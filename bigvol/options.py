@@ -152,7 +152,7 @@ def _train():
 
     return options_model(
         "TrainOptions", "segment.train options", train,
-        exclude=("slices", "progress", "classes", "callback"),
+        exclude=("slices", "progress", "classes", "callback", "checkpoint", "checkpoint_key"),
         types={"init": str | None, "validation": float | list[int] | None,
                "class_weights": str | list[float] | None})
 

@@ -285,7 +285,7 @@ DEMO_CONFIG = {
         "method": "segnet",
         "train": {"labels": "truth", "n_slices": 4,
                   "options": {"k": 5, "class_weights": "sqrt", "epochs": 12,
-                              "steps_per_epoch": 40, "time_limit": 240}},
+                              "steps_per_epoch": 40}},
     },
     # the TauFactor solve takes minutes per sub-volume on 2 cores: off in the demo
     "analyze": {"axis": 1, "connectivity": 26, "tortuosity": {"enabled": False}},

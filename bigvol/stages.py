@@ -348,8 +348,11 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
             lab = np.stack([arr[s] for s in slices])
         else:
             lab = read_labels(labels[0] if len(labels) == 1 else labels, slices)
+        # a killed training resumes from its last epoch (bit-identical with a step budget)
         model = train_model(run.read(image), lab, slices=slices, classes=classes,
-                            progress=progress, callback=callback, **opts.kwargs())
+                            progress=progress, callback=callback,
+                            checkpoint=f"{out}.checkpoint", checkpoint_key=fp,
+                            **opts.kwargs())
         model.save(out)
         rec = model.record
         return {"model": str(out), "model_digest": model.digest, "slices": slices,

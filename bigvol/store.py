@@ -685,6 +685,13 @@ def _write_blocks(*blocks, targets, flags, block_info=None):
 _FAULT_ENV = "BIGVOL_FAULT_KILL"
 
 
+def fault_point(name: str, done: int) -> None:
+    """Test hook: with ``BIGVOL_FAULT_KILL=<name>:<n>:<marker>`` set, SIGKILL this process
+    once ``done >= n`` for ``name`` (an array, or ``train`` for training epochs)."""
+    if _FAULT_ENV in os.environ:
+        _maybe_fault(name, done)
+
+
 def _maybe_fault(array_path: str, done: int) -> None:
     import signal
 
@@ -727,4 +734,5 @@ def open_run(path, mode: str = "r") -> Run:
 
 
 __all__ = ["Run", "StoreError", "open_run", "fingerprint", "default_compressor", "read_region",
+           "fault_point",
            "IMAGE_ARRAYS", "LABEL_ARRAYS", "TRAIN_LABELS"]

@@ -255,3 +255,43 @@ def test_read_labels_takes_the_given_slices_of_a_whole_stack_label_file(tmp_path
     np.testing.assert_array_equal(read_labels(tmp_path / "two.tif", slices=[1, 6]), truth[[1, 6]])
     with pytest.raises(InputError, match="2 label images .* but 3 slices"):
         read_labels(tmp_path / "two.tif", slices=[1, 6, 7])
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_checkpoint_bit_identically(tmp_path):
+    """bigvol train killed (SIGKILL) after epoch 2 of 4, run again: the same weights as an
+    uninterrupted training, bit for bit (a step budget, no time limit)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bigvol.store import Run
+
+    img, truth = bv.synth.phantom((6, 64, 64), seed=3, am_d50_um=0.6)
+    models = {}
+    for name in ("whole", "killed"):
+        path = tmp_path / f"{name}.zarr"
+        run = Run.create(path)
+        run.write("raw", img)
+        run.write("truth", truth)
+        argv = [sys.executable, "-m", "bigvol.cli", "train", str(path), "--labels", "truth",
+                "--slices", "1", "4", "--preset", "tiny", "--epochs", "4",
+                "--steps-per-epoch", "3", "--crop", "32", "--batch-size", "2", "--quiet",
+                "--out", str(tmp_path / "model")]  # the same --out: the same fingerprint
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if name == "killed":
+            marker = tmp_path / "killed.marker"
+            proc = subprocess.run(argv, env={**env, "BIGVOL_FAULT_KILL": f"train:2:{marker}"},
+                                  capture_output=True, timeout=300)
+            assert proc.returncode == -signal.SIGKILL and marker.exists()
+            assert (tmp_path / "model.checkpoint").exists()
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert not (tmp_path / "model.checkpoint").exists()
+        models[name] = bv.segment.Model.load(tmp_path / "model")
+    a, b = models["whole"], models["killed"]
+    assert a.record["steps"] == b.record["steps"] == 12
+    assert a.record["resumed_at_epoch"] == 0 and b.record["resumed_at_epoch"] == 2
+    for key in a.weights:
+        np.testing.assert_array_equal(a.weights[key], b.weights[key], err_msg=key)

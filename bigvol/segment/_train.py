@@ -19,6 +19,7 @@ import numpy as np
 from .._version import __version__
 from ..conventions import DEFAULT_PHASES, UNLABELLED, available_cores
 from ..errors import ConfigError, InputError
+from ..store import fault_point
 from .model import Model
 
 
@@ -215,6 +216,27 @@ def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
 
 
 # -- training ----------------------------------------------------------------------------
+def _load_checkpoint(path, key: str):
+    """The saved training state, or None (no file, another key, or an unreadable file)."""
+    import torch
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)  # tensors and plain types only
+    except Exception:  # a file cut short by the kill: start again
+        return None
+    return state if state.get("key") == key else None
+
+
+def _save_checkpoint(path, state) -> None:
+    import torch
+
+    tmp = Path(f"{path}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill leaves the previous checkpoint or this one, whole
+
+
 def _lr_factor(schedule: str, p: float) -> float:
     """Learning-rate factor at training progress ``p`` in [0, 1]."""
     if schedule == "constant":
@@ -275,6 +297,8 @@ def train(
     progress: bool = True,
     init: Model | str | os.PathLike | None = None,
     callback=None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_key: str = "",
 ) -> Model:
     """Train a SegNet on a few labelled slices.
 
@@ -376,6 +400,13 @@ def train(
         Called after every step with ``{"step", "steps", "epoch", "loss"}``; a true return
         value stops training after that step (the viewer's progress bar and stop button).
         The model keeps the best epoch's weights, as after early stopping.
+    checkpoint : path, optional
+        A file that holds the whole training state (weights, optimizer, schedule, random
+        generators, history) after every epoch. If it exists with the same
+        ``checkpoint_key`` (the caller's hash of the inputs and options; the train stage
+        passes its fingerprint), training resumes after its last epoch, and the model ends
+        bit-identical to an uninterrupted training (with a step budget; a ``time_limit``
+        counts wall or CPU seconds and is not reproducible). Removed when training ends.
 
     Returns
     -------
@@ -626,8 +657,21 @@ def train(
         bar = tqdm(
             total=total_steps, desc="train SegNet", unit="step", disable=not progress, leave=False
         )
+        start_epoch = 0
+        state = _load_checkpoint(checkpoint, checkpoint_key)
+        if state is not None:
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            progress_at["p"] = state["p"]
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            history, n_steps, start_epoch = state["history"], state["n_steps"], state["epoch"]
+            best_acc, best_state = state["best_acc"], state["best_state"]
+            best_epoch, bad = state["best_epoch"], state["bad"]
+            bar.update(n_steps)
         net.train()
-        for epoch in range(int(epochs)):
+        for epoch in range(start_epoch, int(epochs)):
             losses = []
             for _step in range(int(steps_per_epoch)):
                 xb, yb = sample()
@@ -670,12 +714,23 @@ def train(
                 best_state = copy.deepcopy(net.state_dict())
             elif acc is not None:
                 bad += 1
+            if checkpoint is not None and stopped == "epochs":
+                _save_checkpoint(checkpoint, {
+                    "key": checkpoint_key, "epoch": epoch + 1, "n_steps": n_steps,
+                    "net": net.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "p": progress_at["p"],
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "history": history, "best_acc": best_acc, "best_state": best_state,
+                    "best_epoch": best_epoch, "bad": bad})
+                fault_point("train", epoch + 1)
             if stopped in ("time_limit", "stopped"):
                 break
             if patience is not None and acc is not None and bad >= patience:
                 stopped = "early_stopping"
                 break
         bar.close()
+        if checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
@@ -708,6 +763,7 @@ def train(
         "class_loss_weights": [float(c) for c in cw],
         "history": history,
         "best_epoch": best_epoch,
+        "resumed_at_epoch": start_epoch,
         "best_val_accuracy": None if best_epoch is None else best_acc,
         "stopped": stopped,
         "steps": n_steps,
