@@ -58,16 +58,18 @@ def evaluate(model, raw, lab, test, n):
     return score(lab[test], pred[test], n)
 
 
-def pick_uncertain(model, raw, candidates, labelled):
+def pick_uncertain(model, raw, candidates, labelled, spacing):
     probs = bv.segment.predict(da.from_array(raw, chunks=(4,) + raw.shape[1:]), model,
                                probabilities=True)
     means = bv.segment.slice_uncertainty(bv.segment.uncertainty(probs))
     masked = np.full(means.shape, -np.inf)
     masked[candidates] = means[candidates]
-    return bv.segment.suggest_slices(masked, 1, exclude=labelled, spacing=1)[0]
+    # no slice within ``spacing`` of a labelled one: neighbours teach little more
+    near = [z for z0 in labelled for z in range(z0 - spacing, z0 + spacing + 1)]
+    return bv.segment.suggest_slices(masked, 1, exclude=near)[0]
 
 
-def run(name, rounds, steps, seed):
+def run(name, rounds, steps, seed, spacing=1):
     raw, lab, k, classes = dataset(name)
     n = len(classes)
     nz = raw.shape[0]
@@ -93,7 +95,7 @@ def run(name, rounds, steps, seed):
                          "cpu_s": time.process_time() - t0})
             print(json.dumps(rows[-1]), flush=True)
             if strategy == "uncertainty" and r < rounds:
-                labelled.append(pick_uncertain(model, raw, cand, labelled))
+                labelled.append(pick_uncertain(model, raw, cand, labelled, spacing))
     return rows
 
 
@@ -103,9 +105,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=200, help="training steps per round")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spacing", type=int, default=1,
+                    help="picks lie more than this many slices from a labelled one")
     a = ap.parse_args()
-    rows = [row for name in a.datasets.split(",") for row in run(name, a.rounds, a.steps,
-                                                                  a.seed)]
+    rows = [row for name in a.datasets.split(",")
+            for row in run(name, a.rounds, a.steps, a.seed, a.spacing)]
     print(f"\n{'dataset':>8} {'round':>5} {'strategy':>12} {'accuracy':>9} {'mIoU':>6}  slices")
     for r in rows:
         print(f"{r['dataset']:>8} {r['round']:>5} {r['strategy']:>12} {r['accuracy']:>9.4f} "
