@@ -188,7 +188,7 @@ def ingest(run, source, *, name: str = "raw", chunks=None, voxel_size=None,
 
     st = stage_name(name)
     path = run.path if isinstance(run, Run) else Path(run)
-    before = Run.open(path).stage(st) if _is_run(path) else None
+    before = Run.open(path).stage(st) if Run.is_run(path) else None
     t0 = time.perf_counter()
     ingest_array(source, run, chunks=chunks, voxel_size=voxel_size, allow_gaps=allow_gaps,
                  name=name, phases=phases)
@@ -209,13 +209,6 @@ def ingest(run, source, *, name: str = "raw", chunks=None, voxel_size=None,
                 f"{seconds:.1f} s")
     return Outcome(st, rec.get("fingerprint", ""), skipped, rec, seconds, text)
 
-
-def _is_run(path: Path) -> bool:
-    try:
-        Run.open(path)
-    except Exception:
-        return False
-    return True
 
 
 # -- preprocessing ------------------------------------------------------------------------

@@ -148,6 +148,15 @@ class Run:
             )
         return cls(group, path)
 
+    @classmethod
+    def is_run(cls, path) -> bool:
+        """Whether ``path`` is a bigvol run store (without raising)."""
+        try:
+            cls.open(path)
+        except StoreError:
+            return False
+        return True
+
     # -- metadata ------------------------------------------------------------------------
     @property
     def voxel_size(self) -> tuple[float, float, float] | None:

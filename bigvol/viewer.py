@@ -39,19 +39,12 @@ PREDICTION_LAYER = "prediction (this slice)"
 
 
 # -- reading --------------------------------------------------------------------------------
-def _is_run(path) -> bool:
-    try:
-        Run.open(path)
-    except Exception:
-        return False
-    return True
-
 
 def napari_get_reader(path):
     """npe2 reader: a function that reads ``path`` when it is a bigvol run store."""
     if isinstance(path, list):
         path = path[0] if len(path) == 1 else None
-    if path is None or not _is_run(path):
+    if path is None or not Run.is_run(path):
         return None
     return lambda p: layer_data(p[0] if isinstance(p, list) else p)
 
