@@ -192,7 +192,7 @@ def add_arguments(p, model, names, *, flags=None, **per_option) -> None:
     (so a command and a config cannot disagree). Absent flags are absent from the parsed
     arguments (``argparse.SUPPRESS``), so the model fills them in. ``flags[name]``: another
     spelling of the flag; ``per_option[name]``: argparse keywords replacing the generated
-    ones (``choices``, ``help``, ...)."""
+    ones (``choices``, ``help``, ...; ``default_text``: what the help says the default is)."""
     for name in names:
         field = model.model_fields[name]
         default, ann = field.default, field.annotation
@@ -207,6 +207,7 @@ def add_arguments(p, model, names, *, flags=None, **per_option) -> None:
         kw.update(per_option.get(name, {}))
         shown = "off" if default is None else (
             " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default)
+        shown = kw.pop("default_text", shown)
         text = kw.pop("help", model.doc(name)).replace("``", "").replace("%", "%%")
         p.add_argument((flags or {}).get(name, "--" + name.replace("_", "-")), dest=name,
                        default=argparse.SUPPRESS, help=f"{text} (default {shown})", **kw)

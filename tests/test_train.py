@@ -295,3 +295,20 @@ def test_killed_training_resumes_from_its_checkpoint_bit_identically(tmp_path):
     assert a.record["resumed_at_epoch"] == 0 and b.record["resumed_at_epoch"] == 2
     for key in a.weights:
         np.testing.assert_array_equal(a.weights[key], b.weights[key], err_msg=key)
+
+
+def test_default_length_is_sized_to_the_device_and_logged(data, caplog):
+    # the README's example trains with the defaults: on the CPU that must be minutes (600
+    # steps), decided by the device type and never by a clock, with a line saying how long
+    img, truth = data
+    with caplog.at_level("INFO", logger="bigvol.segment._train"):
+        model = bv.segment.train(img[[1, 6]], truth[[1, 6]], steps_per_epoch=1, patience=None,
+                                 device="cpu", **TINY)
+    from bigvol.segment._train import DEFAULT_EPOCHS
+
+    assert DEFAULT_EPOCHS["cpu"] * 50 <= 600 < DEFAULT_EPOCHS["cuda"] * 50
+    assert model.record["options"]["epochs"] == DEFAULT_EPOCHS["cpu"]
+    assert model.record["steps"] == DEFAULT_EPOCHS["cpu"]
+    text = caplog.text
+    assert f"training {DEFAULT_EPOCHS['cpu']} steps" in text
+    assert "s/step on cpu" in text and "take about" in text
