@@ -1,21 +1,25 @@
-"""CPU inference throughput of bigvol.segment.predict, beside plain whole-slice PyTorch.
+"""CPU inference of bigvol.segment.predict: this tree against an earlier bigvol, same run.
 
-For the slim (default) and the paper-size SegNet (random weights: the throughput does not
-depend on them), it times in the same run:
+The target (issue 16): at least 2x the MPx/s of the slim SegNet before the inference work
+(``--baseline-rev``, default ``bcfee8d``) on the same cores, with the same predictions
+(>= 99.9 % of pixels identical, accuracy within 0.001). A model is trained once (slim,
+k = 5, 200 steps on a 64 x 512 x 512 phantom, seed 0: predictions of random weights say
+nothing about agreement), then a held-out phantom stack of user-sized slices (default
+4 x 2000 x 3000, seed 7) is written to Zarr and segmented by each contender in its own
+process (so that each one's peak RSS is its own), after a warm-up on one slice:
 
-- **peer**: the network applied to whole slices with plain PyTorch (no tiles, no Dask),
-  what a user would write for one slice in memory;
-- **bigvol**: ``bigvol.segment.predict`` on the same stack read from a Zarr store (tiles of
-  256 px, Dask threads), float32 and with bfloat16 autocast (``amp=True``);
-- the **tile-overlap overhead**: predict time with overlap 32 / 64 (default) / 128 over
-  the time without overlap, and the ratio of tiled pixels to image pixels;
-- **whole-slice tasks**: the same stack stored in 256 x 256 xy chunks, predicted per chunk
-  with a halo (``blocks="chunks"``, tiles on chunk edges run twice) and per group of whole
-  slices (``blocks="auto"``, the default).
+- ``baseline``: ``predict`` of the bigvol at ``--baseline-rev`` (a ``git worktree`` of it),
+  with its defaults (float32, 256 px tiles, 64 px overlap, batches of 4);
+- ``bigvol``: ``predict`` of this tree with its defaults (float32);
+- ``bigvol-bf16``: the same with ``amp=True`` (bfloat16 autocast; not the default, because
+  its predictions differ from float32 on more than 0.1 % of pixels);
+- ``peer``: the network on whole slices with plain PyTorch (no tiles, no Dask), what a
+  user would write for slices that fit in memory.
 
-It prints MPx/s, ratios and the peak RSS. Usage::
+Prints MPx/s, the ratio to the baseline, the fraction of pixels identical to the
+baseline's, the accuracy against the phantom's truth, and peak RSS. Usage::
 
-    python benchmarks/bench_infer.py [--slim-shape 2 1024 1024] [--paper-shape 1 512 512]
+    python benchmarks/bench_infer.py [--shape 4 2000 3000] [--baseline-rev bcfee8d]
 
 The machine is shared: other work may run at the same time; compare within one run only.
 """
@@ -23,105 +27,119 @@ The machine is shared: other work may run at the same time; compare within one r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiled_pixels(Y, X, tile, overlap) -> float:
-    from bigvol.segment.infer import _starts
-
-    ty, tx = min(tile, Y), min(tile, X)
-    step = max(1, tile - overlap)
-    return len(_starts(Y, ty, step)) * len(_starts(X, tx, step)) * ty * tx / (Y * X)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slim-shape", nargs=3, type=int, default=(2, 1024, 1024))
-    ap.add_argument("--paper-shape", nargs=3, type=int, default=(1, 512, 512))
-    ap.add_argument("--tile", type=int, default=256)
-    args = ap.parse_args(argv)
-
+def child(which: str, work: str) -> dict:
+    tree = os.environ.get("BENCH_BIGVOL_TREE")
+    if tree:  # import bigvol from that tree, not from the editable install of this one
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        sys.path.insert(0, tree)
     import dask
     import torch
 
-    import bigvol.segment as seg
-    from bigvol.segment.infer import whole_slices
-    from bigvol.segment.segnet import PRESETS, SegNet
+    import bigvol as bv
     from bigvol.store import Run
 
     cores = len(os.sched_getaffinity(0))
-    print(f"# bench_infer: torch {torch.__version__}, {cores} cores, load average "
-          f"{os.getloadavg()[0]:.1f} (other work running: timings are noisy), tile {args.tile}")
-    work = tempfile.mkdtemp(prefix="bench_infer_")
-    rng = np.random.default_rng(0)
-    for preset, shape in (("slim", tuple(args.slim_shape)), ("paper", tuple(args.paper_shape))):
-        widths, convs = PRESETS[preset]
-        torch.manual_seed(0)
-        net = SegNet(1, 3, widths, convs).eval()
-        cfg = {"architecture": "segnet", "in_channels": 1, "k": 1, "n_classes": 3,
-               "widths": list(widths), "convs": list(convs),
-               "normalization": {"method": "mean_std", "mean": 128.0, "std": 64.0}}
-        model = seg.Model(cfg, {k: v.numpy() for k, v in net.state_dict().items()})
-        img = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        run = Run.create(os.path.join(work, f"{preset}.zarr"))
-        run.write("raw", img, chunks=(1,) + shape[1:])
-        stack = run.read("raw")
-        npx = img.size
-        params = sum(p.numel() for p in net.parameters()) / 1e6
+    model = bv.segment.Model.load(os.path.join(work, "model.safetensors"))
+    stack = Run.open(os.path.join(work, "test.zarr")).read("raw")
+    if which == "peer":
+        from bigvol.segment.infer import whole_slices
 
-        # The peer with all cores in one torch call, and with one thread (what each of the
-        # Dask tasks gets); the faster counts (on a loaded machine one thread can win).
-        t_peer = float("inf")
-        for nthreads in (cores, 1):
-            torch.set_num_threads(nthreads)
-            whole_slices(img[:1], model)  # warm-up
+        torch.set_num_threads(cores)
+        img = np.asarray(stack)
+        whole_slices(img[:1], model)
+        t0 = time.perf_counter()
+        seg = whole_slices(img, model)
+        dt = time.perf_counter() - t0
+    else:
+        kw = {"amp": True} if which == "bigvol-bf16" else {}
+        with dask.config.set(scheduler="threads", num_workers=cores):
+            bv.segment.predict(stack[:, :512, :512], model, **kw).compute()  # warm-up
             t0 = time.perf_counter()
-            whole_slices(img, model)
-            t_peer = min(t_peer, time.perf_counter() - t0)
+            seg = bv.segment.predict(stack, model, **kw).compute()
+            dt = time.perf_counter() - t0
+    np.save(os.path.join(work, f"{which}.npy"), seg)
+    return {"seconds": dt, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
-        def timed(x=stack, **kw):
-            with dask.config.set(scheduler="threads", num_workers=cores):
-                seg.predict(x[:1, :256, :256], model, tile=args.tile, **kw).compute()  # warm-up
-                t0 = time.perf_counter()
-                seg.predict(x, model, tile=args.tile, **kw).compute()
-                return time.perf_counter() - t0
 
-        t_fp32 = timed()
-        t_bf16 = timed(amp=True)
-        print(f"\n{preset} SegNet ({params:.1f} M params), stack {shape}:")
-        print(f"  peer  whole-slice PyTorch fp32            {npx / t_peer / 1e6:7.3f} MPx/s")
-        print(f"  bigvol predict fp32 (tile {args.tile}, overlap {args.tile // 4}) {npx / t_fp32 / 1e6:7.3f} MPx/s"
-              f"  ratio to peer {t_peer / t_fp32:.2f}")
-        print(f"  bigvol predict bf16 autocast               {npx / t_bf16 / 1e6:7.3f} MPx/s"
-              f"  ratio to peer {t_peer / t_bf16:.2f}")
-        if preset == "slim":
-            t0v = timed(overlap=0)
-            Y, X = shape[1:]
-            print("  tile-overlap overhead (time / time without overlap; tiled px / image px; "
-                  "3000x2000 slice tiled px / image px):")
-            print(f"    overlap   0: 1.00 ({t0v:.1f} s); {tiled_pixels(Y, X, args.tile, 0):.2f}; "
-                  f"{tiled_pixels(2000, 3000, args.tile, 0):.2f}")
-            for ov in sorted({32, args.tile // 4, args.tile // 2}):
-                t = t_fp32 if ov == args.tile // 4 else timed(overlap=ov)
-                print(f"    overlap {ov:3d}: {t / t0v:.2f} ({t:.1f} s); {tiled_pixels(Y, X, args.tile, ov):.2f}; "
-                      f"{tiled_pixels(2000, 3000, args.tile, ov):.2f}")
-            run.write("raw_xy256", img, chunks=(1, 256, 256))
-            small = run.read("raw_xy256")
-            t_chunks = timed(small, blocks="chunks")
-            t_slices = timed(small)
-            print(f"  stored in (1, 256, 256) chunks: per chunk + halo {npx / t_chunks / 1e6:7.3f} MPx/s, "
-                  f"whole-slice tasks (default) {npx / t_slices / 1e6:7.3f} MPx/s, ratio {t_chunks / t_slices:.2f}")
-    print(f"\npeak RSS {peak_rss_gib():.2f} GiB")
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", nargs=3, type=int, default=(4, 2000, 3000))
+    ap.add_argument("--baseline-rev", default="bcfee8d")
+    ap.add_argument("--steps", type=int, default=200, help="training steps of the model")
+    ap.add_argument("--skip", default="", help="contenders to skip, comma-separated")
+    ap.add_argument("--child", nargs=2, metavar=("WHICH", "WORK"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return 0
+
+    import bigvol as bv
+    from bigvol.store import Run
+
+    cores = len(os.sched_getaffinity(0))
+    work = tempfile.mkdtemp(prefix="bench_infer_")
+    print(f"# bench_infer: {cores} cores, load average {os.getloadavg()[0]:.1f}, "
+          f"stack {tuple(args.shape)}, baseline {args.baseline_rev}, work {work}")
+    img, truth = bv.synth.phantom((64, 512, 512), seed=0)
+    norm = np.asarray(bv.normalize.match_histograms(img))
+    truth = np.asarray(truth)
+    slices = [8, 24, 40, 56]
+    model = bv.segment.train(norm, truth[slices], slices=slices, k=5, epochs=max(1, args.steps // 50),
+                             steps_per_epoch=min(50, args.steps), progress=False)
+    model.save(os.path.join(work, "model.safetensors"))
+    timg, ttruth = bv.synth.phantom(tuple(args.shape), seed=7)
+    tnorm = np.asarray(bv.normalize.match_histograms(timg))
+    ttruth = np.asarray(ttruth)
+    Run.create(os.path.join(work, "test.zarr")).write("raw", tnorm, chunks=(1, 1000, 1000))
+    del img, norm, truth, timg, tnorm
+
+    contenders = [c for c in ("baseline", "bigvol", "bigvol-bf16", "peer")
+                  if c not in args.skip.split(",")]
+    env = dict(os.environ)
+    results = {}
+    for which in contenders:
+        cmd_env = env
+        if which == "baseline":
+            tree = os.path.join(work, "baseline")
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", tree,
+                            args.baseline_rev], check=True)
+            cmd_env = dict(env, BENCH_BIGVOL_TREE=tree)
+        out = subprocess.run([sys.executable, __file__, "--child", which, work],
+                             capture_output=True, text=True, env=cmd_env)
+        if which == "baseline":
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tree],
+                           check=False)
+        if out.returncode:
+            print(f"{which}: failed\n{out.stderr[-2000:]}")
+            continue
+        results[which] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    npx = ttruth.size
+    base = np.load(os.path.join(work, "baseline.npy")) if "baseline" in results else None
+    t_base = results.get("baseline", {}).get("seconds")
+    print(f"\n{'contender':12s} {'MPx/s':>8s} {'x baseline':>10s} {'identical':>10s} "
+          f"{'accuracy':>9s} {'peak RSS GiB':>12s}")
+    for which, r in results.items():
+        seg = np.load(os.path.join(work, f"{which}.npy"))
+        same = "" if base is None else f"{(seg == base).mean():.5f}"
+        ratio = "" if t_base is None else f"{t_base / r['seconds']:.2f}"
+        print(f"{which:12s} {npx / r['seconds'] / 1e6:8.3f} {ratio:>10s} {same:>10s} "
+              f"{(seg == ttruth).mean():9.5f} {r['peak_rss_gib']:12.2f}")
     return 0
 
 

@@ -242,3 +242,50 @@ def test_cli_segment_writes_segmentation_and_probabilities(data, model, tmp_path
     assert Run.open(tmp_path / "run.zarr").stage("segment")["parameters"]["tta"] == 4
     rc = main(["segment", str(tmp_path / "run.zarr"), "--model", str(tmp_path / "nope.model")])
     assert rc == 2
+
+
+@pytest.mark.parametrize("tile_max,overlap", [(512, 64), (256, 64), (96, 32), (512, 0)])
+def test_even_tiles_cover_every_axis_with_the_overlap(tile_max, overlap):
+    for n in list(range(1, 1200, 37)) + [1024, 2000, 3000, 4097]:
+        t = infer.even_tile(n, tile_max, overlap)
+        assert t <= max(tile_max, n) and (t == n or t % 16 == 0 or t == tile_max)
+        starts = infer._starts(n, min(t, n), max(1, min(t, n) - overlap))
+        covered = np.zeros(n, bool)
+        for s in starts:
+            covered[s : s + t] = True
+        assert covered.all() and starts[-1] + min(t, n) == n
+        gaps = np.diff(starts)
+        assert (gaps <= t - overlap).all()  # neighbours overlap by at least ``overlap``
+        # no more tiles than the fewest of at most tile_max that cover with the overlap
+        if n > tile_max:
+            assert len(starts) == int(np.ceil((n - overlap) / (tile_max - overlap)))
+
+
+def test_class_codes_are_the_first_maximum_like_argmax():
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    p = torch.randint(0, 3, (4, 5, 6, 7), generator=g).float()  # many ties
+    p = p.permute(0, 1, 3, 2)  # a strided view, as in predict
+    assert torch.equal(infer._argmax0(p), p.argmax(0).to(torch.uint8))
+
+
+def test_default_even_tiles_do_not_depend_on_chunking(model):
+    # slices larger than the 512 px tile: the default grid is 2 x 2 even tiles of 336 x 384
+    img, _ = synth((2, 600, 700), seed=3)
+    assert (infer.even_tile(600, 512, 64), infer.even_tile(700, 512, 64)) == (336, 384)
+    ref = bv.segment.predict(da.from_array(img, chunks=img.shape), model).compute()
+    whole = whole_slices(img, model)
+    assert (ref == whole).mean() >= 0.999
+    for chunks, blocks in (((1, 600, 700), "auto"), ((1, 250, 300), "chunks")):
+        out = bv.segment.predict(da.from_array(img, chunks=chunks), model, blocks=blocks)
+        assert np.array_equal(out.compute(), ref), (chunks, blocks)
+
+
+def test_a_stack_thinner_than_the_model_context_is_segmented(data, model3):
+    # one slice and a k = 3 model: the neighbours are the slice itself ("nearest"), as in
+    # the reference; dask's overlap alone refuses a halo deeper than the array
+    img, _ = data
+    one = img[2:3]
+    out = bv.segment.predict(da.from_array(one, chunks=one.shape), model3, tile=64, overlap=16)
+    assert out.shape == one.shape
+    assert (out.compute() == whole_slices(one, model3)).mean() >= 0.999

@@ -101,3 +101,27 @@ def test_skips_concatenate_the_encoder_features_before_each_decoder_level():
     plain = SegNet(1, 2, widths=(4, 8, 16), convs=(1, 1, 1))
     extra = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in plain.parameters())
     assert extra == 9 * (16 * 8 + 8 * 4 + 4 * 4)
+
+
+def test_batchnorm_folded_into_the_convolutions_gives_the_same_outputs():
+    from bigvol.segment.segnet import fuse_batchnorm
+
+    torch.manual_seed(0)
+    net = SegNet(3, 3, widths=(8, 16, 32))
+    with torch.no_grad():  # BatchNorm statistics and affine parameters far from identity
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.2, 3)
+                m.weight.uniform_(0.5, 2)
+                m.bias.uniform_(-1, 1)
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_batchnorm(net)
+    net.eval()
+    x = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        ref = net(x)
+        fused = fuse_batchnorm(net)
+        out = fused(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

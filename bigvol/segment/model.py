@@ -135,7 +135,9 @@ class Model:
 
     # -- torch ---------------------------------------------------------------------------
     def module(self, device="cpu"):
-        """The PyTorch network on ``device``, in eval mode (built once per device)."""
+        """The PyTorch network on ``device`` for inference: eval mode, BatchNorm folded into
+        the convolutions (:func:`~bigvol.segment.segnet.fuse_batchnorm`), channels_last;
+        built once per device."""
         import torch
 
         from .segnet import build
@@ -144,8 +146,7 @@ class Model:
         if key not in self._modules:
             net = build(self.config)
             net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.weights.items()})
-            net.eval()
-            self._modules[key] = net.to(device)
+            self._modules[key] = _for_inference(net, device)
         return self._modules[key]
 
     # -- files ---------------------------------------------------------------------------
@@ -224,5 +225,19 @@ class Model:
             net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise InputError(f"{path}: the weights do not match the architecture: {e}") from None
-        model._modules["cpu"] = net.eval()
+        model._modules["cpu"] = _for_inference(net, "cpu")
         return model
+
+
+def _for_inference(net, device):
+    """Eval mode, BatchNorm folded into the convolutions, channels_last, on ``device``.
+
+    channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their NHWC convolutions; folding
+    the BatchNorm removes one pass over every feature map (benchmarks/bench_infer.py).
+    """
+    import torch
+
+    from .segnet import fuse_batchnorm
+
+    net = fuse_batchnorm(net.eval())
+    return net.to(device).to(memory_format=torch.channels_last)
