@@ -16,7 +16,10 @@ Contenders, each in its own fresh process so that its peak RSS (``ru_maxrss``) i
 - ``cc3d`` / ``scipy``: the mask read into memory, then ``cc3d.connected_components`` /
   ``scipy.ndimage.label``; the time of the labelling alone (``seconds``) and with the read
   (``seconds_with_read``) are both printed;
-- ``bigvol-all`` / ``cc3d-all``: every phase (pores included) in one pass, multi-label.
+- ``bigvol-all`` / ``cc3d-all``: every phase (pores included) in one pass, multi-label;
+- ``bigvol-isolated`` / ``cc3d-isolated``: the isolated active-material fraction along y,
+  no labels written: ``bv.metrics.isolated_fraction`` from Zarr, against cc3d in memory
+  plus the components that touch both y faces (their fractions must agree).
 
 The mask is the active material (``phases == 2``), 26-connectivity. Every contender's
 component count is printed: they must agree.
@@ -44,14 +47,17 @@ import numpy as np
 TRUTH_ONLY = {"noise": False, "blur": False, "shine_through": False, "edge_brightening": False,
                   "curtaining": 0.0, "brightness_drift": 0.0}
 
-CONTENDERS = ["bigvol", "bigvol-nowrite", "dask-image", "cc3d", "scipy", "bigvol-all", "cc3d-all"]
+CONTENDERS = ["bigvol", "bigvol-nowrite", "dask-image", "cc3d", "scipy", "bigvol-all", "cc3d-all",
+              "bigvol-isolated", "cc3d-isolated"]
 
 
-def make_volume(path: Path, shape, chunks, seed: int = 0) -> str:
+def make_volume(path: Path, shape, chunks, seed: int = 0, volume: str = "phantom") -> str:
     import dask.array as da
     import zarr
 
     try:
+        if volume != "phantom":
+            raise ImportError
         from bigvol.synth import phantom
 
         _, truth = phantom(tuple(shape), seed=seed, chunks=tuple(chunks),
@@ -109,7 +115,21 @@ def run(name: str, path: Path, workdir: Path) -> dict:
     from bigvol.validate import as_volume
 
     t0 = time.perf_counter()
-    if name.startswith("bigvol"):
+    if name == "bigvol-isolated":
+        res["isolated"] = bv.metrics.isolated_fraction(da.from_zarr(src), phase=2, axis=1)
+        n = -1
+    elif name == "cc3d-isolated":
+        phases = src[...]
+        t1 = time.perf_counter()
+        res["seconds_read"] = t1 - t0
+        labels, n = cc3d.connected_components(phases == 2, connectivity=26, return_N=True)
+        # components touching both y faces connect across; the rest are isolated
+        through = np.intersect1d(np.unique(labels[:, 0, :]), np.unique(labels[:, -1, :]))
+        through = through[through != 0]
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        res["isolated"] = float(1 - sizes[through].sum() / sizes[1:].sum())
+        t0 = t1
+    elif name.startswith("bigvol"):
         phases = da.from_zarr(src)
         if name == "bigvol-all":
             labels, n = _label(as_volume(phases), 26, "all")
@@ -150,6 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", nargs=3, type=int, default=[256, 1024, 1024])
     ap.add_argument("--chunks", nargs=3, type=int, default=[64, 256, 256])
     ap.add_argument("--dir", default="/tmp/bigvol-bench-label")
+    ap.add_argument("--volume", choices=("phantom", "spheres"), default="phantom",
+                    help="the phantom's truth, or overlapping random spheres (PITFALLS.md)")
     ap.add_argument("--skip", nargs="*", default=[], choices=CONTENDERS)
     ap.add_argument("--timeout", type=float, default=1800,
                     help="seconds before a contender is stopped (reported as an upper bound)")
@@ -157,7 +179,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     workdir = Path(args.dir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"phases-{'x'.join(map(str, args.shape))}.zarr"
+    path = workdir / f"{args.volume}-{'x'.join(map(str, args.shape))}.zarr"
 
     if args.run:
         print(json.dumps(run(args.run, path, workdir)))
@@ -165,7 +187,7 @@ def main(argv=None) -> int:
 
     if not path.exists():
         t = time.perf_counter()
-        source = make_volume(path, args.shape, args.chunks)
+        source = make_volume(path, args.shape, args.chunks, volume=args.volume)
         print(f"wrote {path} ({source}) in {time.perf_counter() - t:.1f} s", flush=True)
     results = {}
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -173,6 +195,7 @@ def main(argv=None) -> int:
         if name in args.skip:
             continue
         cmd = [sys.executable, __file__, "--run", name, "--dir", str(workdir),
+               "--volume", args.volume,
                "--shape", *map(str, args.shape), "--chunks", *map(str, args.chunks)]
         t_start = time.perf_counter()
         try:
@@ -213,7 +236,14 @@ def main(argv=None) -> int:
     if "bigvol-all" in results and "cc3d-all" in results:
         print(f"bigvol-all vs cc3d-all      throughput "
               f"x{results['bigvol-all']['mvx_s'] / results['cc3d-all']['mvx_s']:.2f}")
-    ns = {r["n"] for k, r in results.items() if not k.endswith("-all") and "n" in r}
+    iso = [results.get(k) for k in ("bigvol-isolated", "cc3d-isolated")]
+    if all(iso):
+        same = abs(iso[0]["isolated"] - iso[1]["isolated"]) < 1e-12
+        print(f"bigvol-isolated vs cc3d-isolated throughput x{iso[0]['mvx_s'] / iso[1]['mvx_s']:.2f}"
+              f" (fraction {iso[0]['isolated']:.6f} vs {iso[1]['isolated']:.6f}: "
+              f"{'equal' if same else 'DIFFERENT'})")
+    ns = {r["n"] for k, r in results.items()
+          if not k.endswith(("-all", "-isolated")) and "n" in r}
     print("component counts agree" if len(ns) <= 1 else f"COMPONENT COUNTS DIFFER: {ns}")
     return 0
 
