@@ -433,10 +433,44 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _add_bench(sub) -> None:
+    p = _parser(sub, "bench", "per-stage throughput on this machine, and the time a big volume "
+                "will take", _cmd_bench, run=None)
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML config whose settings to measure (default: the demo's, chunks "
+                   "32 x 256 x 256); its input is replaced by a phantom of --shape")
+    _xyz(p, "--shape", "phantom shape to measure on (default 64 512 512)")
+    _xyz(p, "--project", "volume to project the wall time of, e.g. 1000 3000 2000")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64], metavar="N",
+                   help="worker counts of the projection (default 1 4 16 64)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the peer of each stage on the same arrays (skimage, cc3d, "
+                   "PoreSpy) and print both times")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
+    p.add_argument("--out", default=None, help="keep the bench run in this folder")
+    _pipeline_args(p)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import DEFAULT_SHAPE, bench, format_compare, format_table, project, write_json
+    from .config import parse_overrides
+
+    result = bench(args.config, shape=args.shape or DEFAULT_SHAPE, scheduler=args.scheduler,
+                   out=args.out, progress=not args.quiet, peers=args.compare,
+                   overrides=parse_overrides(args.overrides))
+    proj = project(result, args.project, args.workers) if args.project else None
+    print(format_table(result, proj))
+    if args.compare:
+        print(format_compare(result["compare"]))
+    if args.json:
+        print(f"figures: {write_json(result, proj, args.json)}")
+    return 0
+
+
 # Subcommands in the order ``bigvol --help`` lists them.
 _COMMANDS = [_add_demo, _add_run, _add_synth, _add_ingest, _add_info, _add_analyze, _add_train,
              _add_segment, _add_suggest, _add_view, _add_pyramid, _add_label, _add_report,
-             _add_compare, _add_align, _add_destripe, _add_normalize]
+             _add_compare, _add_bench, _add_align, _add_destripe, _add_normalize]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -48,6 +48,7 @@ import numpy as np
 from ._version import __version__
 from .conventions import UNLABELLED
 from .errors import ConfigError, InputError
+from .meter import Meter
 from .options import AlignOptions, DestripeOptions, NormalizeOptions, PredictOptions, TrainOptions
 from .store import LABEL_ARRAYS, TRAIN_LABELS, Run, fingerprint
 
@@ -125,14 +126,14 @@ def run_stage(run: Run, name: str, params: dict, *, upstream: Sequence = (),
         note("stage %s: up to date, skipped", name)
         return Outcome(name, fp, True, rec, summary=f"{run.path}: {name} is up to date (same "
                        "inputs and parameters): nothing to do")
-    t0 = time.perf_counter()
     note("stage %s: started (fingerprint %s)", name, fp[:12])
-    with progress_bar(f"{name} ...", progress):
+    with Meter() as meter, progress_bar(f"{name} ...", progress):
         results = body(fp) or {}
-    seconds = time.perf_counter() - t0
-    note("stage %s: done in %.1f s", name, seconds)
+    seconds = meter.seconds
+    note("stage %s: done in %.1f s (%.1f CPU-s, peak RSS %.2f GiB)", name, seconds,
+         meter.cpu_seconds, meter.peak_rss_bytes / 2**30)
     rec = run.record_stage(name, parameters=params, fingerprint=fp, outputs=outputs,
-                           extra={"seconds": seconds, "results": results})
+                           extra={"seconds": seconds, **meter.as_record(), "results": results})
     out = Outcome(name, fp, False, rec, seconds)
     out.summary = (summary(out) if summary else name) + f" in {seconds:.1f} s"
     return out
