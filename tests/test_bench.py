@@ -43,6 +43,13 @@ def test_bench_measures_every_stage_of_a_real_run(tmp_path):
         assert r["cpu_seconds"] >= 0
         assert math.isclose(r["mvx_s"], res["voxels"] / r["seconds"] / 1e6)
     assert (tmp_path / "b" / "bench.zarr").exists()  # --out keeps the run
+    # the same figures in the report's provenance table
+    from bigvol.conventions import output_paths
+
+    page = output_paths(tmp_path / "b" / "bench.zarr")["report"].read_text(encoding="utf-8")
+    seg = next(r for r in res["stages"] if r["stage"] == "threshold")
+    assert f"{seg['seconds']:.1f} s, {seg['mvx_s']:.1f} MVx/s" in page
+    assert "CPU-s" in page and "GiB peak RSS" in page
 
 
 def test_cli_bench_prints_a_projection_writes_json_and_compares_with_the_peers(tmp_path, capsys):

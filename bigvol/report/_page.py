@@ -171,14 +171,26 @@ def _provenance_table(run) -> str:
     if not stages:
         return "<p>No completed stage is recorded in the store.</p>"
     rows = []
+    # MVx/s of the raw volume (a segmentation-only run has none: seconds only)
+    voxels = int(np.prod(run.zarr_array("raw").shape)) if "raw" in run else None
     for name, rec in stages.items():
         params = json.dumps(rec.get("parameters", {}), sort_keys=True)
+        s, cpu, rss = rec.get("seconds"), rec.get("cpu_seconds"), rec.get("peak_rss_bytes")
+        cost = "" if s is None else f"{s:.1f} s"
+        if s and voxels:
+            cost += f", {voxels / s / 1e6:.1f} MVx/s"
+        if cpu is not None:
+            cost += f", {cpu:.1f} CPU-s"
+        if rss:
+            cost += f", {rss / 2**30:.2f} GiB peak RSS"
         rows.append(
             f"<tr><td>{_esc(name)}</td><td>{_esc(rec.get('completed_at', '?'))}</td>"
+            f"<td>{_esc(cost)}</td>"
             f"<td>{_esc(rec.get('version', '?'))}</td><td><code>{_esc(rec.get('fingerprint', ''))}"
             f"</code></td><td>{_esc(', '.join(rec.get('outputs', [])))}</td>"
             f"<td><code class=params>{_esc(params)}</code></td></tr>")
-    return ('<table id="tab-provenance"><tr><th>stage</th><th>completed</th><th>version</th>'
+    return ('<table id="tab-provenance"><tr><th>stage</th><th>completed</th>'
+            "<th>cost (wall, throughput, CPU, memory)</th><th>version</th>"
             "<th>fingerprint</th><th>outputs</th><th>parameters</th></tr>"
             + "".join(rows) + "</table>")
 
