@@ -17,7 +17,7 @@ import sys
 import warnings
 
 from ._version import __version__
-from .errors import BigvolError
+from .errors import BigvolError, ConfigError
 from .options import add_arguments
 
 
@@ -123,8 +123,9 @@ def _cmd_synth(args) -> int:
 # -- run / demo / analyze (the pipeline) ----------------------------------------------------------
 def _pipeline_args(p) -> None:
     p.add_argument("--scheduler", default=None,
-                   help="threads | processes | ADDRESS of a Dask scheduler (overrides "
-                   "compute.scheduler)")
+                   help="threads | processes | slurm | pbs | ADDRESS of a Dask scheduler "
+                   "(overrides compute.scheduler; slurm/pbs take the job shape from "
+                   "compute.jobqueue)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set segment.method=threshold "
                    "(repeatable)")
@@ -135,6 +136,9 @@ def _add_run(sub) -> None:
     p = _parser(sub, "run", "run the whole method from a YAML config (resumable)", _cmd_run,
                 run=None)
     p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --scheduler slurm/pbs: print the job script each worker job "
+                   "would run, submit nothing")
     _pipeline_args(p)
 
 
@@ -159,6 +163,17 @@ def _cmd_run(args) -> int:
     if args.command == "demo" and args.shape:
         over.setdefault("input", {}).setdefault("phantom", {})["shape"] = list(args.shape)
     config = demo_config(Path(args.out)) if args.command == "demo" else args.config
+    if getattr(args, "dry_run", False):
+        from .cluster import BATCH_SCHEDULERS, job_script
+        from .config import load_config
+
+        cfg = load_config(config, over)
+        if cfg.compute.scheduler not in BATCH_SCHEDULERS:
+            raise ConfigError(f"--dry-run shows the job script of a batch scheduler; "
+                              f"compute.scheduler is {cfg.compute.scheduler!r} (use --scheduler "
+                              "slurm or pbs)")
+        print(job_script(cfg.compute.scheduler, cfg.compute.jobqueue))
+        return 0
     path = run(config, overrides=over, progress=not args.quiet)
     print(f"run store: {path}")
     for key, p in output_paths(path).items():

@@ -6,8 +6,11 @@
 - ``"synchronous"``: one thread, for debugging.
 - ``"processes"``: a ``distributed.LocalCluster`` of worker processes sized to the machine
   (or to ``workers`` / ``threads_per_worker`` / ``memory_limit``), with the dashboard.
+- ``"slurm"`` / ``"pbs"``: Dask workers in batch jobs submitted with dask-jobqueue, the
+  job shape from ``compute.jobqueue`` (:class:`~bigvol.config.JobQueueConfig`); the Dask
+  scheduler runs in this process (on the login node or in the job that runs bigvol).
 - an address (``tcp://host:8786``, ``host:8786``, ``tls://...``): an existing Dask cluster
-  (``dask scheduler`` + ``dask worker``, dask-jobqueue, Kubernetes alike).
+  (``dask scheduler`` + ``dask worker``, Kubernetes alike).
 
 The same stage code runs in all of them. GPU inference tasks carry the worker resource
 ``{"GPU": 1}`` (see :mod:`bigvol.segment.infer`); a LocalCluster gives that resource to its
@@ -28,6 +31,7 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
+BATCH_SCHEDULERS = ("slurm", "pbs")
 
 
 def _is_address(s: str) -> bool:
@@ -35,11 +39,12 @@ def _is_address(s: str) -> bool:
 
 
 def validate_scheduler(scheduler: str) -> str:
-    if scheduler in LOCAL_SCHEDULERS or _is_address(str(scheduler)):
+    if scheduler in LOCAL_SCHEDULERS + BATCH_SCHEDULERS or _is_address(str(scheduler)):
         return scheduler
     raise ConfigError(
-        f"compute.scheduler: {scheduler!r} is neither one of {', '.join(LOCAL_SCHEDULERS)} "
-        "nor a scheduler address like tcp://host:8786"
+        f"compute.scheduler: {scheduler!r} is neither one of "
+        f"{', '.join(LOCAL_SCHEDULERS + BATCH_SCHEDULERS)} nor a scheduler address like "
+        "tcp://host:8786"
     )
 
 
@@ -71,6 +76,96 @@ def worker_plan(*, workers=None, threads_per_worker=None, memory_limit=None, mem
     return n, threads, memory_limit
 
 
+def _walltime_seconds(walltime: str) -> int:
+    """'HH:MM:SS', 'MM:SS', 'D-HH:MM:SS' or minutes -> seconds."""
+    text = str(walltime).strip()
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        parts = [0, parts[0], 0]  # Slurm: a bare number is minutes
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    h, m, sec = parts
+    return ((days * 24 + h) * 60 + m) * 60 + sec
+
+
+def batch_cluster(kind: str, jobqueue=None):
+    """A dask-jobqueue ``SLURMCluster`` / ``PBSCluster`` shaped by ``compute.jobqueue``.
+
+    No job is submitted yet (``cluster.scale`` / ``cluster.adapt`` does that);
+    ``cluster.job_script()`` is the script each job runs.
+    """
+    from .config import JobQueueConfig
+
+    if kind not in BATCH_SCHEDULERS:
+        raise ConfigError(f"compute.scheduler: {kind!r} is not a batch scheduler "
+                          f"({', '.join(BATCH_SCHEDULERS)})")
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ConfigError(
+            f"compute.scheduler: {kind} needs dask-jobqueue: pip install 'bigvol[hpc]'"
+        ) from None
+    jq = jobqueue if isinstance(jobqueue, JobQueueConfig) else JobQueueConfig(**(jobqueue or {}))
+    try:
+        wall = _walltime_seconds(jq.walltime)
+    except ValueError:
+        raise ConfigError(f"compute.jobqueue.walltime: {jq.walltime!r} is not a time like "
+                          "02:00:00") from None
+    extra = list(jq.job_extra_directives)
+    worker_args = []
+    if wall > 15 * 60:
+        # retire before the batch scheduler's kill: no chunk is lost half-written, and the
+        # tasks move to the other workers (dask-jobqueue's advice for walltimes)
+        worker_args += ["--lifetime", f"{(wall - 5 * 60) // 60}m", "--lifetime-stagger", "2m"]
+    if jq.gpus:
+        worker_args += ["--resources", f"GPU={jq.gpus}"]
+    scheduler_options = {"dashboard_address": ":0"}
+    if jq.interface:
+        scheduler_options["interface"] = jq.interface
+    kw = {
+        "cores": jq.cores, "memory": jq.memory, "processes": jq.processes,
+        "walltime": jq.walltime, "queue": jq.queue, "account": jq.account,
+        "job_script_prologue": list(jq.job_script_prologue), "python": jq.python,
+        "local_directory": jq.local_directory, "log_directory": jq.log_directory,
+        "interface": jq.interface, "worker_extra_args": worker_args,
+        "scheduler_options": scheduler_options,
+    }
+    if kind == "slurm":
+        if jq.gpus:
+            extra.append(f"--gres=gpu:{jq.gpus}")
+        cls = dask_jobqueue.SLURMCluster
+    else:
+        from dask.utils import parse_bytes
+
+        mem_gb = max(1, parse_bytes(jq.memory) // 10**9)
+        spec = f"select=1:ncpus={jq.cores}:mem={mem_gb}GB"
+        if jq.gpus:
+            spec += f":ngpus={jq.gpus}"
+        kw["resource_spec"] = spec
+        cls = dask_jobqueue.PBSCluster
+    kw["job_extra_directives"] = extra
+    return cls(**{k: v for k, v in kw.items() if v is not None})
+
+
+def job_script(kind: str, jobqueue=None) -> str:
+    """The batch script one worker job runs (``bigvol run --dry-run``); submits nothing."""
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the in-process scheduler's start-up chatter
+    try:
+        cluster = batch_cluster(kind, jobqueue)
+        try:
+            return cluster.job_script()
+        finally:
+            cluster.close()
+    finally:
+        quiet.setLevel(level)
+
+
 @contextlib.contextmanager
 def compute_context(
     scheduler: str = "threads",
@@ -79,6 +174,7 @@ def compute_context(
     threads_per_worker: int | None = None,
     memory_limit=None,
     memory_budget=None,
+    jobqueue=None,
 ):
     """Run the enclosed dask computations on the chosen scheduler.
 
@@ -115,6 +211,35 @@ def compute_context(
             "dask dashboard: %s (%d workers x %d threads)", client.dashboard_link, n, threads
         )
         try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+        return
+
+    if scheduler in BATCH_SCHEDULERS:
+        from .config import JobQueueConfig
+
+        jq = jobqueue if isinstance(jobqueue, JobQueueConfig) else JobQueueConfig(
+            **(jobqueue or {}))
+        cluster = batch_cluster(scheduler, jq)
+        if jq.adaptive:
+            cluster.adapt(minimum_jobs=jq.adaptive[0], maximum_jobs=jq.adaptive[1])
+        else:
+            cluster.scale(jobs=jq.jobs)
+        client = Client(cluster)
+        log.warning("dask dashboard: %s (%s jobs of %d cores, %s)", client.dashboard_link,
+                    f"{jq.adaptive[0]}-{jq.adaptive[1]}" if jq.adaptive else jq.jobs, jq.cores,
+                    jq.memory)
+        try:
+            try:
+                client.wait_for_workers(1, timeout=jq.startup_timeout)
+            except TimeoutError:
+                raise ConfigError(
+                    f"compute.scheduler: {scheduler}: no worker job started within "
+                    f"{jq.startup_timeout:g} s (see the queue with squeue / qstat, and the job "
+                    f"logs in {jq.log_directory or 'the submission folder'})"
+                ) from None
             yield client
         finally:
             client.close()

@@ -156,6 +156,53 @@ class PyramidConfig(_Section):
     min_size: int = Field(512, ge=16)
 
 
+class JobQueueConfig(_Section):
+    """The batch job that carries Dask workers on Slurm or PBS (``compute.scheduler: slurm``
+    or ``pbs``), launched with dask-jobqueue (``pip install bigvol[hpc]``).
+
+    One job = one node allocation of ``cores`` and ``memory`` running ``processes`` worker
+    processes. ``jobs`` jobs are submitted, or with ``adaptive: [min, max]`` dask-jobqueue
+    submits and cancels jobs with the load. Workers retire a few minutes before
+    ``walltime`` (``--lifetime``), so the batch scheduler never kills a worker in the middle
+    of a chunk; their tasks move to the other workers (and adaptive mode submits new jobs).
+    """
+
+    cores: int = Field(8, ge=1)
+    memory: str = "32GB"
+    #: worker processes per job (their threads share the job's cores)
+    processes: int = Field(1, ge=1)
+    walltime: str = "02:00:00"
+    #: Slurm partition / PBS queue
+    queue: str | None = None
+    account: str | None = None
+    #: GPUs per job: ``--gres=gpu:N`` (Slurm) / ``ngpus=N`` (PBS), and the workers declare
+    #: the Dask resource ``GPU`` so that inference tasks land on them
+    gpus: int = Field(0, ge=0)
+    jobs: int = Field(1, ge=1)
+    adaptive: tuple[int, int] | None = None
+    #: more ``#SBATCH`` / ``#PBS`` lines, e.g. ["--constraint=avx512", "--qos=long"]
+    job_extra_directives: list[str] = Field(default_factory=list)
+    #: shell lines run before the worker starts, e.g.
+    #: ["module load cuda", "source venv/bin/activate"]
+    job_script_prologue: list[str] = Field(default_factory=list)
+    #: the Python on the compute nodes (default: the one running bigvol)
+    python: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    #: network interface of the workers and the scheduler (e.g. ib0)
+    interface: str | None = None
+    #: seconds to wait for the first worker to start before giving up
+    startup_timeout: float = Field(600.0, gt=0)
+
+    @field_validator("adaptive")
+    @classmethod
+    def _adaptive(cls, v):
+        if v is not None and not 0 <= v[0] <= v[1]:
+            raise ValueError(
+                "adaptive must be [minimum, maximum] jobs with 0 <= minimum <= maximum")
+        return v
+
+
 class ComputeConfig(_Section):
     """Where it runs (``bigvol.cluster.compute_context``)."""
 
@@ -165,6 +212,8 @@ class ComputeConfig(_Section):
     memory_limit: str | int | None = None
     memory_budget: str | int | None = None
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS
+    #: the job shape when ``scheduler`` is ``slurm`` or ``pbs``
+    jobqueue: JobQueueConfig = Field(default_factory=JobQueueConfig)
 
     @field_validator("scheduler")
     @classmethod

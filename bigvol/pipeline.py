@@ -328,7 +328,8 @@ def run(config, *, overrides: dict | None = None, progress: bool = True) -> Path
     cfg = load_config(config, overrides)
     c = cfg.compute
     with compute_context(c.scheduler, workers=c.workers, threads_per_worker=c.threads_per_worker,
-                         memory_limit=c.memory_limit, memory_budget=c.memory_budget):
+                         memory_limit=c.memory_limit, memory_budget=c.memory_budget,
+                         jobqueue=c.jobqueue):
         try:
             Pipeline(cfg, progress=progress).run_all()
         except PermissionError as e:
