@@ -83,3 +83,160 @@ def test_walltime_formats():
     assert _walltime_seconds("1-02:00:00") == 26 * 3600
     assert _walltime_seconds("30:00") == 1800
     assert _walltime_seconds("90") == 90 * 60
+
+
+# -- a real single-node Slurm ---------------------------------------------------------------
+SLURM_CONF = """\
+ClusterName=bigvoltest
+SlurmctldHost={host}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={d}/munge.socket
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/slurmctld.log
+SlurmdLogFile={d}/slurmd.log
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+MpiDefault=none
+ReturnToService=2
+NodeName={host} CPUs={cpus} RealMemory={mem} State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """slurmctld + slurmd (+ munged) on this machine, 2 CPUs, for the tests of this module.
+
+    Skips (with the reason) where Slurm is not installed (Debian: slurm-wlm, munge; .ci/run
+    installs them) or the tests do not run as root (the daemons and munged need it here).
+    """
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    import psutil
+
+    missing = [t for t in ("slurmctld", "slurmd", "munged", "mungekey", "sbatch", "scancel")
+               if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"Slurm is not installed here (no {', '.join(missing)}; "
+                    "apt-get install slurm-wlm munge)")
+    if os.geteuid() != 0:
+        pytest.skip("starting slurmctld/slurmd/munged needs root here")
+    d = tempfile.mkdtemp(prefix="bvslurm-", dir="/tmp")  # short: the munge socket path
+    for sub in ("state", "spool"):
+        os.makedirs(f"{d}/{sub}")
+    env = dict(os.environ, SLURM_CONF=f"{d}/slurm.conf")
+    host = socket.gethostname().split(".")[0]
+    mem = int(psutil.virtual_memory().total / 2**20 * 0.8)
+    with open(f"{d}/slurm.conf", "w") as f:
+        f.write(SLURM_CONF.format(host=host, d=d, ctld_port=_free_port(), d_port=_free_port(),
+                                  cpus=os.cpu_count(), mem=mem))
+    started = []
+    try:
+        subprocess.run(["mungekey", "-c", "-f", "-k", f"{d}/munge.key"], check=True,
+                       capture_output=True)
+        subprocess.run(["munged", "-f", "-S", f"{d}/munge.socket", f"--key-file={d}/munge.key",
+                        f"--log-file={d}/munged.log", f"--pid-file={d}/munged.pid",
+                        f"--seed-file={d}/munged.seed"], check=True, capture_output=True)
+        started.append(("munged", f"{d}/munged.pid"))
+        subprocess.run(["slurmctld", "-c", "-f", f"{d}/slurm.conf"], check=True, env=env,
+                       capture_output=True)
+        started.append(("slurmctld", f"{d}/slurmctld.pid"))
+        subprocess.run(["slurmd", "-f", f"{d}/slurm.conf"], check=True, env=env,
+                       capture_output=True)
+        started.append(("slurmd", f"{d}/slurmd.pid"))
+        for _ in range(60):
+            state = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True,
+                                   text=True).stdout.strip()
+            if state in ("idle", "mix", "alloc"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.skip(f"the local Slurm did not come up (node state {state!r}; logs in {d})")
+    except (subprocess.CalledProcessError, OSError) as e:
+        pytest.skip(f"could not start a local Slurm: {e}")
+    yield env
+    subprocess.run(["scancel", "--full", "-u", "root"], env=env, capture_output=True)
+    for _name, pidfile in reversed(started):
+        try:
+            with open(pidfile) as f:
+                os.kill(int(f.read().strip()), 15)
+        except (OSError, ValueError):
+            pass
+    time.sleep(1)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_run_on_slurm_survives_a_cancelled_worker_job_and_equals_the_threads_run(
+        slurm, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import numpy as np
+
+    from bigvol.pipeline import run
+    from bigvol.store import Run
+
+    for k, v in slurm.items():
+        monkeypatch.setenv(k, v)
+    base = {"input": {"phantom": {"shape": [24, 160, 192], "seed": 3}},
+            "segment": {"method": "threshold"},
+            "analyze": {"tortuosity": {"enabled": False}},
+            "report": {"enabled": False}}
+    ref = run({**base, "run": str(tmp_path / "threads.zarr"),
+               "compute": {"scheduler": "threads", "chunks": [8, 80, 96]}}, progress=False)
+
+    cfg = {**base, "run": str(tmp_path / "slurm.zarr"),
+           "compute": {"scheduler": "slurm", "chunks": [8, 80, 96], "jobqueue": {
+               "cores": 1, "memory": "2GB", "walltime": "00:20:00", "jobs": 2,
+               "python": sys.executable, "log_directory": str(tmp_path / "logs"),
+               "local_directory": str(tmp_path / "work"), "startup_timeout": 120}}}
+    cancelled = []
+
+    def cancel_one_job_midway():
+        # once both worker jobs run and the run has started writing, cancel one of them
+        for _ in range(600):
+            jobs = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], env=slurm,
+                                  capture_output=True, text=True).stdout.split()
+            store = tmp_path / "slurm.zarr"
+            if len(jobs) >= 2 and store.exists() and Run.open(store).stages:
+                subprocess.run(["scancel", jobs[0]], env=slurm, check=True)
+                cancelled.append(jobs[0])
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=cancel_one_job_midway, daemon=True)
+    t.start()
+    out = run(cfg, progress=False)
+    t.join(timeout=5)
+    assert cancelled, "the worker job was not cancelled during the run"
+    a, b = Run.open(ref), Run.open(out)
+    for name in ("normalized", "segmentation"):
+        assert np.array_equal(a.read(name).compute(), b.read(name).compute()), name
+    assert a.stage("analyze")["results"] == b.stage("analyze")["results"]
