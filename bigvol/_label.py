@@ -207,6 +207,13 @@ def _tables(mask: da.Array, connectivity: int, select, stats: bool):
     Returns ``(summaries, pairs)``: a list of per-chunk dicts in C order of the chunk grid
     and an ``(m, 2)`` uint64 array of tagged ids that belong to the same component.
     """
+    summaries, pairs = tables_graph(mask, connectivity, select, stats).compute()
+    return summaries, pairs
+
+
+def tables_graph(mask: da.Array, connectivity: int, select, stats: bool) -> Delayed:
+    """The lazy tables pass of :func:`_tables` (one task per chunk, one per pair of
+    neighbouring chunks, one gather): what the scheduler receives, for graph-size checks."""
     nb = mask.numblocks
     if int(np.prod(mask.chunksize, dtype=np.int64)) >= 1 << _LOCAL_BITS:
         raise InputError(
@@ -270,8 +277,7 @@ def _tables(mask: da.Array, connectivity: int, select, stats: bool):
         pair_keys,
     )
     graph = HighLevelGraph.from_collections(gname, layer, dependencies=[mask])
-    summaries, pairs = Delayed(gname, graph).compute()
-    return summaries, pairs
+    return Delayed(gname, graph)
 
 
 def _gather(summaries, pairs):

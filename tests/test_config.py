@@ -19,7 +19,7 @@ def test_demo_yaml_equals_demo_config():
     assert "run" not in DEMO_CONFIG
 
 
-@pytest.mark.parametrize("name", ["demo", "workstation", "cluster"])
+@pytest.mark.parametrize("name", ["demo", "workstation", "cluster", "slurm", "epfl_mito"])
 def test_shipped_configs_validate(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.run.endswith(".zarr")
