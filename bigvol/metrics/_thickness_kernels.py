@@ -129,39 +129,25 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         counts[slot] += 1
 
     # 3. "next unfilled" forest per core row; voxels outside the phase start filled
-    # (unfilled <=> nxt[x] == x). ``rlo``/``rhi``: the first and last unfilled voxel of
-    # each row, small enough to stay in cache: most rows a ball visits late are already
-    # full where it reaches, and are skipped without touching the forest.
     rowlen = nx + 1
     nxt = np.empty(nz * ny * rowlen, np.int32)
-    rlo = np.empty(nz * ny, np.int32)
-    rhi = np.empty(nz * ny, np.int32)
     for z in range(nz):
         for y in range(ny):
             base = (z * ny + y) * rowlen
             nxt[base + nx] = nx
-            last = -1
             for x in range(nx - 1, -1, -1):
                 if mask[z + cz0, y + cy0, x + cx0] != 0:
                     nxt[base + x] = x
-                    if last < 0:
-                        last = x
                 else:
                     nxt[base + x] = nxt[base + x + 1]
-            rlo[z * ny + y] = nxt[base]
-            rhi[z * ny + y] = last
 
     # 4. paint; centres come grouped by radius, so the half-width of each row of the
-    # ball is tabulated once per radius. Within a radius they come in raster order, so
-    # centres side by side along x form runs: the union of their balls is, row by row, one
-    # interval [x_first - w, x_last + w], painted once for the whole run (on the phantom's
-    # solid electrolyte this visits far fewer rows than one ball at a time).
+    # ball is tabulated once per radius
     cur_k = -1
     rz = 0
     ry = 0
     wtab = np.empty((1, 1), np.int64)
-    i = 0
-    while i < ncand:
+    for i in range(ncand):
         ci = order[i]
         k = candk[ci]
         if k != cur_k:
@@ -189,16 +175,6 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         x = flat % wx
         y = (flat // wx) % wy
         z = flat // (wx * wy)
-        # the run of same-radius centres at x, x + 1, ... in this row
-        last = flat
-        j = i + 1
-        while j < ncand:
-            cj = order[j]
-            if candk[cj] != k or cand[cj] != last + 1 or cand[cj] % wx == 0:
-                break
-            last = cand[cj]
-            j += 1
-        x_end = x + (last - flat)
         for dz in range(-rz, rz + 1):
             zc = z + dz - cz0
             if zc < 0 or zc >= nz:
@@ -211,30 +187,17 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                 if w < 0:
                     continue
                 a = x - w - cx0
-                b = x_end + w - cx0
+                b = x + w - cx0
                 if a < 0:
                     a = 0
                 if b > nx - 1:
                     b = nx - 1
-                r = zc * ny + yc
-                if a < rlo[r]:
-                    a = rlo[r]
-                if b > rhi[r]:
-                    b = rhi[r]
                 if a > b:
                     continue
-                base = r * rowlen
+                base = (zc * ny + yc) * rowlen
                 p = _find(nxt, base, a)
-                if p > b:
-                    continue
                 while p <= b:
                     out[zc, yc, p] = k
                     nxt[base + p] = p + 1
                     p = _find(nxt, base, p + 1)
-                rlo[r] = _find(nxt, base, rlo[r])
-                h = rhi[r]
-                while h >= 0 and nxt[base + h] != h:
-                    h -= 1
-                rhi[r] = h
-        i = j
     return out
