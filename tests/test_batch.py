@@ -240,3 +240,15 @@ def test_a_run_on_slurm_survives_a_cancelled_worker_job_and_equals_the_threads_r
     for name in ("normalized", "segmentation"):
         assert np.array_equal(a.read(name).compute(), b.read(name).compute()), name
     assert a.stage("analyze")["results"] == b.stage("analyze")["results"]
+
+
+def test_the_shipped_slurm_config_gives_an_adaptive_job_script(capsys):
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "slurm.yaml"
+    assert cli.main(["run", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for line in ("#SBATCH -p cpu", "#SBATCH --cpus-per-task=16", "#SBATCH -t 04:00:00",
+                 "source /shared/venvs/bigvol/bin/activate"):
+        assert line in out
+    assert "--resources GPU" not in out  # a CPU job shape
