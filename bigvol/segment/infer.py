@@ -360,9 +360,9 @@ def predict(
     model : Model or path
         A trained model, or the path of a saved one.
     tile : int, optional
-        Tile side in pixels. Default: on the CPU, tiles of at most 512 px sized to cover
-        the slice evenly (:func:`even_tile`; a 1024 px side takes three 384 px tiles), so
-        little work is spent on overlaps; on CUDA, 512.
+        Tile side in pixels. Default: tiles of at most 512 px sized to cover the slice
+        evenly (:func:`even_tile`; a 1024 px side takes three 384 px tiles), so little work
+        is spent on overlaps; with ``device="cuda"``, 512.
     overlap : int, optional
         Overlap of neighbouring tiles in pixels, ``0 <= overlap < tile`` (default 64 on the
         CPU without ``tile``, else ``tile // 4``). Tiles are blended with Gaussian weights,
@@ -460,7 +460,6 @@ def predict(
         cpu_batch = max(1, round(_CPU_BATCH_PX / (tiles[0] * tiles[1])))
         batch_size = 16 if str(device).startswith("cuda") else cpu_batch
     batch_size = int(batch_size)
-    d = (model.k - 1) // 2
     out_chunks = x.chunks
     if blocks == "slices" or (blocks == "auto" and Y * X <= _WHOLE_SLICE_MAX_PX):
         zw = max(1, min(max(x.chunks[0]), _SLICES_PER_TASK, _TASK_PX // max(1, Y * X)))
