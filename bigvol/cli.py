@@ -461,6 +461,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--compare", action="store_true",
                    help="also run the peer of each stage on the same arrays (skimage, cc3d, "
                    "PoreSpy) and print both times")
+    p.add_argument("--own-input", action="store_true",
+                   help="measure on the config's own input (your stack, labels or model) "
+                   "instead of a phantom; all of it is processed, so give a crop")
     p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
     p.add_argument("--out", default=None, help="keep the bench run in this folder")
     _pipeline_args(p)
@@ -472,7 +475,7 @@ def _cmd_bench(args) -> int:
 
     result = bench(args.config, shape=args.shape or DEFAULT_SHAPE, scheduler=args.scheduler,
                    out=args.out, progress=not args.quiet, peers=args.compare,
-                   overrides=parse_overrides(args.overrides))
+                   overrides=parse_overrides(args.overrides), own_input=args.own_input)
     proj = project(result, args.project, args.workers) if args.project else None
     print(format_table(result, proj))
     if args.compare:

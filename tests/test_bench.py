@@ -73,3 +73,23 @@ def test_cli_bench_refuses_a_bad_shape(capsys):
     rc = cli.main(["bench", "--shape", "0", "10", "10", "--quiet"])
     assert rc == 2
     assert "shape must be 3 positive integers" in capsys.readouterr().err
+
+
+def test_bench_on_the_users_own_stack(tmp_path):
+    # a TIFF stack of the user's (here: a phantom written as TIFF) and their config
+    import numpy as np
+    import tifffile
+
+    import bigvol.synth as synth
+
+    img, _ = synth.phantom((6, 48, 64), seed=2)
+    tifffile.imwrite(tmp_path / "stack.tif", np.asarray(img))
+    cfg = {"run": str(tmp_path / "mine.zarr"),
+           "input": {"source": str(tmp_path / "stack.tif"), "voxel_size": [50, 30, 30]},
+           "segment": {"method": "threshold"}, "analyze": {"tortuosity": {"enabled": False}}}
+    res = bench(cfg, own_input=True, out=tmp_path / "b")
+    assert res["shape"] == [6, 48, 64] and res["input"] == str(tmp_path / "stack.tif")
+    assert "ingest" in [r["stage"] for r in res["stages"]]
+    assert not (tmp_path / "mine.zarr").exists()  # the user's run is never touched
+    with pytest.raises(ConfigError, match="own-input needs a config"):
+        bench(None, own_input=True)
