@@ -153,9 +153,13 @@ def batch_cluster(kind: str, jobqueue=None):
 
 def job_script(kind: str, jobqueue=None) -> str:
     """The batch script one worker job runs (``bigvol run --dry-run``); submits nothing."""
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # the in-process scheduler's start-up chatter
+    # the in-process scheduler's start-up chatter (distributed sets levels per logger)
+    names = ["distributed", "distributed.scheduler", "distributed.http.proxy",
+             "distributed.deploy", "dask_jobqueue"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
     try:
         cluster = batch_cluster(kind, jobqueue)
         try:
@@ -163,7 +167,8 @@ def job_script(kind: str, jobqueue=None) -> str:
         finally:
             cluster.close()
     finally:
-        quiet.setLevel(level)
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
 
 
 @contextlib.contextmanager
