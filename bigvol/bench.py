@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .conventions import DEFAULT_CHUNKS
 from .errors import ConfigError
+from .meter import format_duration
 
 __all__ = ["bench", "project", "compare", "format_table", "format_compare", "write_json",
            "DEFAULT_SHAPE", "FIXED_COST_STAGES"]
@@ -159,14 +160,6 @@ def project(result: dict, target_shape, workers=(1, 4, 16, 64)) -> dict:
             "stages": stages, "workers": per_workers}
 
 
-def _hms(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def format_table(result: dict, projection: dict | None = None) -> str:
     """The figures as text for people."""
     m = result["machine"]
@@ -192,7 +185,7 @@ def format_table(result: dict, projection: dict | None = None) -> str:
                   f"({p['factor']:.0f}x the bench volume):"]
         for n, s in p["workers"].items():
             where = "this machine" if n == 1 else f"{n} workers like this machine"
-            lines.append(f"  {where:<32}{_hms(s):>10}")
+            lines.append(f"  {where:<32}{format_duration(s):>10}")
         lines.append("  (workers: chunk-parallel stages divided by N, training kept: an upper "
                      "bound on the speed-up; see docs/scaling.md)")
     return "\n".join(lines)

@@ -92,14 +92,20 @@ def _walltime_seconds(walltime: str) -> int:
     return ((days * 24 + h) * 60 + m) * 60 + sec
 
 
+def _job_shape(jobqueue):
+    """``compute.jobqueue`` as a validated :class:`~bigvol.config.JobQueueConfig`."""
+    from .config import JobQueueConfig
+
+    return jobqueue if isinstance(jobqueue, JobQueueConfig) else JobQueueConfig(
+        **(jobqueue or {}))
+
+
 def batch_cluster(kind: str, jobqueue=None):
     """A dask-jobqueue ``SLURMCluster`` / ``PBSCluster`` shaped by ``compute.jobqueue``.
 
     No job is submitted yet (``cluster.scale`` / ``cluster.adapt`` does that);
     ``cluster.job_script()`` is the script each job runs.
     """
-    from .config import JobQueueConfig
-
     if kind not in BATCH_SCHEDULERS:
         raise ConfigError(f"compute.scheduler: {kind!r} is not a batch scheduler "
                           f"({', '.join(BATCH_SCHEDULERS)})")
@@ -109,7 +115,7 @@ def batch_cluster(kind: str, jobqueue=None):
         raise ConfigError(
             f"compute.scheduler: {kind} needs dask-jobqueue: pip install 'bigvol[hpc]'"
         ) from None
-    jq = jobqueue if isinstance(jobqueue, JobQueueConfig) else JobQueueConfig(**(jobqueue or {}))
+    jq = _job_shape(jobqueue)
     try:
         wall = _walltime_seconds(jq.walltime)
     except ValueError:
@@ -223,10 +229,7 @@ def compute_context(
         return
 
     if scheduler in BATCH_SCHEDULERS:
-        from .config import JobQueueConfig
-
-        jq = jobqueue if isinstance(jobqueue, JobQueueConfig) else JobQueueConfig(
-            **(jobqueue or {}))
+        jq = _job_shape(jobqueue)
         cluster = batch_cluster(scheduler, jq)
         if jq.adaptive:
             cluster.adapt(minimum_jobs=jq.adaptive[0], maximum_jobs=jq.adaptive[1])

@@ -15,7 +15,20 @@ from __future__ import annotations
 import threading
 import time
 
-__all__ = ["Meter"]
+__all__ = ["Meter", "format_duration"]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: '45 s', '3.2 min', '1.5 h'.
+
+    >>> format_duration(45), format_duration(192), format_duration(5400)
+    ('45 s', '3.2 min', '1.5 h')
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _tree():

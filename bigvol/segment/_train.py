@@ -21,6 +21,7 @@ import numpy as np
 from .._version import __version__
 from ..conventions import DEFAULT_PHASES, UNLABELLED, available_cores
 from ..errors import ConfigError, InputError
+from ..meter import format_duration
 from ..store import fault_point
 from .model import Model
 
@@ -286,22 +287,13 @@ def _say_estimate(per_step, total_steps, done, device, n_threads, time_limit, pr
         left = min(left, float(time_limit))
     where = f"{device} with {n_threads} threads" if device == "cpu" else str(device)
     msg = (f"train: {per_step:.2f} s/step on {where}; {total_steps} steps take about "
-           f"{_duration(per_step * total_steps)} ({_duration(left)} left; early stopping "
-           "may end sooner)")
+           f"{format_duration(per_step * total_steps)} ({format_duration(left)} left; "
+           "early stopping may end sooner)")
     log.info(msg)
     if progress:
         from tqdm.auto import tqdm
 
         tqdm.write(msg, file=sys.stderr)
-
-
-def _duration(seconds: float) -> str:
-    """'45 s', '3.2 min', '1.5 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def train(
