@@ -62,9 +62,12 @@ def _cpu_and_rss() -> tuple[dict, int]:
 class Meter:
     """Context manager measuring wall time, CPU time and peak RSS of the process tree.
 
+    >>> import time
     >>> with Meter(interval=0.05) as m:
-    ...     _ = sum(i * i for i in range(10**5))
-    >>> m.seconds > 0 and m.cpu_seconds > 0 and m.peak_rss_bytes > 0
+    ...     t0 = time.process_time()
+    ...     while time.process_time() - t0 < 0.3:   # 0.3 s of this process's CPU
+    ...         _ = sum(i * i for i in range(10**4))
+    >>> m.seconds >= 0.29 and 0.25 < m.cpu_seconds and m.peak_rss_bytes > 2**20
     True
     """
 
