@@ -64,7 +64,7 @@ def _bench_config(config, shape, run_path, scheduler, own_input=False):
     if voxel and all(v is not None for v in voxel):
         data["input"]["phantom"]["voxel_size"] = list(voxel)
     seg = data.get("segment") or {}
-    if seg.get("method", "segnet") == "segnet":
+    if seg.get("method", "segnet") != "threshold":
         train = seg.setdefault("train", {})
         # the phantom brings its own truth: train on it, with the user's training options
         train["labels"] = "truth"

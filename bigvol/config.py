@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .options import (
     AlignOptions,
     DestripeOptions,
+    ForestOptions,
     NormalizeOptions,
     TortuosityOptions,
     TrainOptions,
@@ -107,9 +108,15 @@ class TrainConfig(_Section):
 class SegmentConfig(_Section):
     """``bigvol.segment.predict(stack, model, tile=..., overlap=..., device=...)``."""
 
-    method: Literal["segnet", "threshold"] = "segnet"
+    #: ``segnet`` (the CNN), ``forest`` (an ilastik-style random forest on multiscale
+    #: features, bigvol.segment.train_forest: ahead of the SegNet with sparse strokes and on
+    #: some simpler stacks, trains in a minute) or ``threshold`` (multi-Otsu, no training)
+    method: Literal["segnet", "forest", "threshold"] = "segnet"
     model: str | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
+    #: keywords of ``bigvol.segment.train_forest`` (k, n_trees, max_pixels, sigma_max, ...)
+    #: for ``method: forest``; ``train.labels`` / ``slices`` / ``n_slices`` say what it learns
+    forest: ForestOptions = Field(default_factory=ForestOptions)
     tile: int | None = None
     overlap: int | None = None
     device: str = "auto"

@@ -157,6 +157,13 @@ def _train():
                "class_weights": str | list[float] | None})
 
 
+def _forest():
+    from .segment import train_forest
+
+    return options_model("ForestOptions", "segment.forest options", train_forest,
+                         exclude=("slices", "classes"))
+
+
 def _predict():
     from .segment import predict
 
@@ -182,6 +189,7 @@ AlignOptions = _align()
 DestripeOptions = _destripe()
 NormalizeOptions = _normalize()
 TrainOptions = _train()
+ForestOptions = _forest()
 PredictOptions = _predict()
 TortuosityOptions = _tortuosity()
 PhantomOptions = _phantom()
@@ -223,5 +231,5 @@ def _scalar_type(annotation, default):
 
 
 __all__ = ["Options", "options_model", "AlignOptions", "DestripeOptions", "NormalizeOptions",
-           "TrainOptions", "PredictOptions", "TortuosityOptions", "PhantomOptions",
+           "TrainOptions", "ForestOptions", "PredictOptions", "TortuosityOptions", "PhantomOptions",
            "parameter_docs", "add_arguments"]

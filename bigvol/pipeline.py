@@ -5,8 +5,8 @@ matching ``bigvol STAGE`` command calls too)::
 
     synth | ingest   raw (+ truth)                  a phantom, or the files of input.source
     normalize        normalized                     align -> destripe -> normalize
-    train            <run>.model                    SegNet on labelled slices
-    segment          segmentation (+ threshold)     SegNet or multi-Otsu (+ the baseline)
+    train            <run>.model                    SegNet or random forest on labelled slices
+    segment          segmentation (+ threshold)     that model or multi-Otsu (+ the baseline)
     evaluate         (record)                       scores against truth, when there is one
     label            labels/all                     when analyze.write_labels
     analyze          thickness/<phase>, metrics     bigvol.metrics
@@ -145,7 +145,7 @@ class Pipeline:
 
     def stage_train(self):
         seg = self.cfg.segment
-        if seg.method != "segnet":
+        if seg.method == "threshold":
             return None
         if seg.model is not None:
             self.model_path = Path(seg.model)
@@ -163,7 +163,8 @@ class Pipeline:
                 "segment.train.labels is 'store' but the run store holds no painted labels "
                 "(labels/train); paint some in the viewer (bigvol view) first")
         return self._did(stages.train(
-            self.run, t.labels, self.training_slices(), options=t.options,
+            self.run, t.labels, self.training_slices(),
+            options=t.options if seg.method == "segnet" else seg.forest, method=seg.method,
             classes=self.phases, image="normalized", out=self.model_path,
             progress=self.progress))
 
@@ -171,7 +172,8 @@ class Pipeline:
         seg = self.cfg.segment
         opts = PredictOptions(tile=seg.tile, overlap=seg.overlap, device=seg.device,
                               amp=seg.amp, tta=seg.tta)
-        model = getattr(self, "model_path", None) if seg.method == "segnet" else None
+        trained = seg.method != "threshold"
+        model = getattr(self, "model_path", None) if trained else None
         if model is not None:
             from .segment import Model
 
@@ -185,7 +187,7 @@ class Pipeline:
         self.run.phases = self.phases
         out = self._did(stages.segment(
             self.run, method=seg.method, model=model, options=opts,
-            probabilities=seg.probabilities and seg.method == "segnet", image="normalized",
+            probabilities=seg.probabilities and trained, image="normalized",
             chunks=self.cfg.compute.chunks, progress=self.progress))
         if seg.baseline:
             self._did(stages.threshold(self.run, image="normalized",
@@ -206,7 +208,7 @@ class Pipeline:
             return None
         held_out = None
         c = self.cfg
-        if c.segment.method == "segnet" and c.segment.train.labels in ("truth", "store") \
+        if c.segment.method != "threshold" and c.segment.train.labels in ("truth", "store") \
                 and c.segment.model is None and c.input.phantom is None:
             # hand labels, not a phantom's exact truth: score only the slices not trained on
             held_out = sorted(set(range(self.run.zarr_array("truth").shape[0]))

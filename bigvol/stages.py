@@ -49,7 +49,14 @@ from ._version import __version__
 from .conventions import UNLABELLED
 from .errors import ConfigError, InputError
 from .meter import Meter
-from .options import AlignOptions, DestripeOptions, NormalizeOptions, PredictOptions, TrainOptions
+from .options import (
+    AlignOptions,
+    DestripeOptions,
+    ForestOptions,
+    NormalizeOptions,
+    PredictOptions,
+    TrainOptions,
+)
 from .store import LABEL_ARRAYS, TRAIN_LABELS, Run, fingerprint
 
 log = logging.getLogger(__name__)
@@ -291,9 +298,10 @@ def preprocess(run: Run, steps: Sequence[tuple[str, object]], *, source: str = "
 # -- segmentation ---------------------------------------------------------------------------
 def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None, classes=None,
           image: str | None = None, out=None, progress: bool = False,
-          callback=None) -> Outcome:
-    """Train the SegNet on labelled slices of the run's image; the model goes to ``out``
-    (default ``X.model`` beside the store ``X.zarr``).
+          callback=None, method: str = "segnet") -> Outcome:
+    """Train the SegNet (``method="segnet"``, ``options``: :class:`TrainOptions`) or the
+    random forest (``"forest"``, :class:`ForestOptions`) on labelled slices of the run's
+    image; the model goes to ``out`` (default ``X.model`` beside the store ``X.zarr``).
 
     ``labels``: ``"truth"`` (the store's ``truth`` array, e.g. a phantom's or ingested hand
     labels), ``"store"`` (the training labels painted in the viewer, ``labels/train``; the
@@ -303,10 +311,13 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
     keeps its own). Up to date: same fingerprint and the model file still holds the model
     recorded (its digest).
     """
-    from .segment import Model, read_labels
+    from .segment import Model, read_labels, train_forest
     from .segment import train as train_model
 
-    opts = options if isinstance(options, TrainOptions) else TrainOptions(**dict(options or {}))
+    if method not in ("segnet", "forest"):
+        raise ConfigError(f"train method must be 'segnet' or 'forest', got {method!r}")
+    kind = TrainOptions if method == "segnet" else ForestOptions
+    opts = options if isinstance(options, kind) else kind(**dict(options or {}))
     image = image_array(run, image)
     nz = run.zarr_array(image).shape[0]
     if slices is None and labels in ("store", ["store"]):
@@ -318,7 +329,7 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
         raise ConfigError(f"training slices {bad} lie outside the stack of {nz} slices")
     slices = [int(s) % nz for s in slices]
     out = Path(out) if out is not None else run.paths["model"]
-    if classes is None and opts.init is None:
+    if classes is None and getattr(opts, "init", None) is None:
         classes = run.phases
     if labels in ("truth", ["truth"], "store", ["store"]):
         labels = labels if isinstance(labels, str) else labels[0]
@@ -335,6 +346,8 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
         labels_id = files_fingerprint(labels)
     params = {"image": image, "labels": labels, "slices": slices, "classes": classes,
               "model": os.path.abspath(out), **opts.model_dump(mode="json")}
+    if method == "forest":
+        params["method"] = "forest"  # (a SegNet's fingerprint stays what it was)
 
     def body(fp):
         if labels in ("truth", "store"):
@@ -342,11 +355,16 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
             lab = np.stack([arr[s] for s in slices])
         else:
             lab = read_labels(labels[0] if len(labels) == 1 else labels, slices)
-        # a killed training resumes from its last epoch (bit-identical with a step budget)
-        model = train_model(run.read(image), lab, slices=slices, classes=classes,
-                            progress=progress, callback=callback,
-                            checkpoint=f"{out}.checkpoint", checkpoint_key=fp,
-                            **opts.kwargs())
+        if method == "forest":
+            # reads only the labelled slices and their neighbours
+            model = train_forest(run.zarr_array(image), lab, slices=slices, classes=classes,
+                                 **opts.kwargs())
+        else:
+            # a killed training resumes from its last epoch (bit-identical with a step budget)
+            model = train_model(run.read(image), lab, slices=slices, classes=classes,
+                                progress=progress, callback=callback,
+                                checkpoint=f"{out}.checkpoint", checkpoint_key=fp,
+                                **opts.kwargs())
         model.save(out)
         rec = model.record
         return {"model": str(out), "model_digest": model.digest, "slices": slices,
@@ -363,6 +381,10 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
     def summary(o):
         r = o.results
         acc = r.get("best_val_accuracy")
+        if method == "forest":
+            return (f"trained a random forest of {r['steps']} trees, {len(r['classes'])} "
+                    f"classes; out-of-bag accuracy {acc:.4f} (pixels of the training slices, "
+                    f"an optimistic figure) -> {r['model']}")
         return (f"trained {len(r['classes'])} classes ({r['steps']} steps, {r['stopped']}); "
                 f"validation accuracy {'n/a' if acc is None else f'{acc:.4f}'} -> {r['model']}")
 
@@ -373,8 +395,9 @@ def train(run: Run, labels, slices: Sequence[int] | None = None, *, options=None
 def segment(run: Run, *, method: str = "segnet", model=None, options=None,
             probabilities: bool = False, image: str | None = None, chunks=None,
             progress: bool = False) -> Outcome:
-    """``segmentation``: the SegNet ``model`` applied to every slice (``method="segnet"``)
-    or the multi-Otsu threshold into as many classes as the run has phases.
+    """``segmentation``: the trained ``model`` applied to every slice (``method="segnet"``,
+    or ``"forest"`` for a random-forest model) or the multi-Otsu threshold into as many
+    classes as the run has phases.
 
     With ``probabilities`` the float16 class probabilities ``(c, z, y, x)`` are written
     too and the codes are their argmax (the network runs once). The run's phases become
@@ -384,15 +407,22 @@ def segment(run: Run, *, method: str = "segnet", model=None, options=None,
 
     image = image_array(run, image)
     opts = options if isinstance(options, PredictOptions) else PredictOptions(**dict(options or {}))
-    if method not in ("segnet", "threshold"):
-        raise ConfigError(f"segment method must be 'segnet' or 'threshold', got {method!r}")
+    if method not in ("segnet", "forest", "threshold"):
+        raise ConfigError(
+            f"segment method must be 'segnet', 'forest' or 'threshold', got {method!r}")
     params = {"image": image, "method": method}
     upstream = [run.fingerprint_of(image)]
     outputs = ("segmentation",)
-    if method == "segnet":
+    trained = method != "threshold"
+    if trained:
         if model is None:
-            raise ConfigError("segment: the segnet method needs a model (bigvol train writes one)")
+            raise ConfigError(
+                f"segment: the {method} method needs a model (bigvol train writes one)")
         model = _load_model(model)
+        kind = "forest" if isinstance(model, S.ForestModel) else "segnet"
+        if kind != method:
+            raise ConfigError(f"segment method is {method!r} but the model "
+                              f"{model.path or ''} is a {kind} model")
         params.update(model_digest=model.digest, probabilities=bool(probabilities),
                       classes=list(model.classes), **opts.model_dump(mode="json"))
         outputs += ("probabilities",) if probabilities else ()
@@ -412,9 +442,9 @@ def segment(run: Run, *, method: str = "segnet", model=None, options=None,
         else:
             pred = S.predict(stack, model, **opts.kwargs())
         run.write("segmentation", pred, chunks=ch, fingerprint=fp)
-        if method == "segnet":
+        if trained:
             run.phases = model.classes  # the codes now mean the model's classes
-        return {"model_digest": model.digest} if method == "segnet" else {}
+        return {"model_digest": model.digest} if trained else {}
 
     def summary(o):
         shape = run.zarr_array("segmentation").shape

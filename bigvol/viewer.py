@@ -179,6 +179,9 @@ def _build():
                 lay.addWidget(b)
                 self.class_buttons.append(b)
             form = QtWidgets.QFormLayout()
+            self.method = QtWidgets.QComboBox()
+            self.method.addItems(["segnet", "forest"])  # forest: ilastik-style, ~1 min on CPU
+            form.addRow("model", self.method)
             self.epochs = QtWidgets.QSpinBox(minimum=1, maximum=1000, value=4)
             self.steps = QtWidgets.QSpinBox(minimum=1, maximum=10000, value=25)
             self.finetune = QtWidgets.QCheckBox("fine-tune the current model")
@@ -250,6 +253,8 @@ def _build():
         # -- training ---------------------------------------------------------------------
         def train_options(self) -> dict:
             model = self.run.paths["model"]
+            if self.method.currentText() == "forest":  # trained anew on all painted labels
+                return {"k": 1}
             opts = {"epochs": self.epochs.value(), "steps_per_epoch": self.steps.value(),
                     "crop": min(224, *self.shape[1:]), "batch_size": 4}
             if self.finetune.isChecked() and model.exists():
@@ -270,7 +275,12 @@ def _build():
                 self._progress.update(step=p["step"], steps=p["steps"])
                 return self._stop.is_set()
 
+            method = self.method.currentText()
+
             def work():
+                if method == "forest":
+                    return stages.train(self.run, "store", options=opts, image=self.image,
+                                        method="forest")
                 return stages.train(self.run, "store", options=opts, callback=callback,
                                     image=self.image)
 
@@ -333,9 +343,13 @@ def _build():
         def predict_all(self, *, background: bool = True):
             """The segment stage on every slice (with probabilities), then the uncertainty."""
             from . import stages
+            from .segment import ForestModel, Model
+
+            model = Model.load(self.run.paths["model"])
+            method = "forest" if isinstance(model, ForestModel) else "segnet"
 
             def work():
-                out = stages.segment(self.run, model=self.run.paths["model"],
+                out = stages.segment(self.run, model=model, method=method,
                                      probabilities=True, image=self.image)
                 stages.uncertainty(self.run)
                 return out

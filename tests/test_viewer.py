@@ -124,3 +124,28 @@ def test_training_runs_in_the_background_and_stops_on_request(run_path, make_nap
     (out,) = results
     assert out.results["stopped"] == "stopped" and out.results["steps"] < 50 * 25
     assert Run.open(run_path).paths["model"].exists()
+
+
+def test_the_widget_trains_and_predicts_with_the_random_forest(run_path, make_napari_viewer):
+    from bigvol.viewer import TRAINING_LAYER, open_run
+
+    viewer = make_napari_viewer()
+    widget = open_run(run_path, viewer)
+    truth = Run.open(run_path).zarr_array("truth")[...]
+    painted = np.zeros(truth.shape[1:], np.uint8)
+    painted[::3, ::3] = truth[2][::3, ::3] + 1  # strokes on a ninth of slice 2
+    step = list(viewer.dims.current_step)
+    step[0] = 2
+    viewer.dims.current_step = tuple(step)
+    viewer.layers[TRAINING_LAYER].data = painted
+    widget.method.setCurrentText("forest")
+    out = widget.train(background=False)
+    assert "random forest" in out.summary
+    model = bv.segment.Model.load(Run.open(run_path).paths["model"])
+    assert isinstance(model, bv.segment.ForestModel)
+    codes = widget.predict_slice()
+    np.testing.assert_array_equal(
+        codes, bv.segment.predict(Run.open(run_path).read("raw"), model)[2].compute())
+    assert (codes == truth[2]).mean() > 0.7
+    out = widget.predict_all(background=False)
+    assert "(forest," in out.summary and Run.open(run_path).is_complete("uncertainty")

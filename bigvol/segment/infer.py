@@ -358,7 +358,10 @@ def predict(
         Gray values (normalized stack: the model applies its own ``(v - mean) / std``).
         Read it from Zarr in pipelines: a NumPy array is put inside the graph.
     model : Model or path
-        A trained model, or the path of a saved one.
+        A trained model, or the path of a saved one. A random-forest model
+        (:func:`~bigvol.segment.train_forest`) runs on a few whole slices per task; the
+        tile, overlap, device, batch, amp and tta options are the SegNet's and do not
+        apply to it.
     tile : int, optional
         Tile side in pixels. Default: tiles of at most 512 px sized to cover the slice
         evenly (:func:`even_tile`; a 1024 px side takes three 384 px tiles), so little work
@@ -450,6 +453,11 @@ def predict(
         # is what the "nearest" boundary does, and drop the extra slices from the output
         x = da.pad(x, ((0, z_short), (0, 0), (0, 0)), mode="edge")
     Z, Y, X = x.shape
+    from .forest import ForestModel
+
+    if isinstance(model, ForestModel):
+        out = _predict_forest(x, model, d, probabilities)
+        return out[..., : Z - z_short, :, :] if z_short else out
     if even:
         tiles = (even_tile(Y, tile, overlap), even_tile(X, tile, overlap))
     else:
@@ -516,6 +524,43 @@ def predict(
     if out.chunks != target:
         out = out.rechunk(target)
     return out[..., : Z - z_short, :, :] if z_short else out
+
+
+def _predict_forest(x, model, d: int, probabilities: bool):
+    """The random forest over whole slices (a few per task, ``d`` slices of halo in z):
+    its features are computed in strips of whole slices, so no xy halo is needed."""
+    import dask
+    import dask.array as da
+
+    from .forest import forest_block
+
+    Z, Y, X = x.shape
+    out_chunks = x.chunks
+    zw = max(1, min(max(x.chunks[0]), _SLICES_PER_TASK, _TASK_PX // max(1, Y * X)))
+    x = x.rechunk((max(zw, d), Y, X))
+    if d and min(x.chunks[0]) < d:  # dask's overlap needs every chunk at least the halo
+        from dask.array.overlap import ensure_minimum_chunksize
+
+        x = x.rechunk((ensure_minimum_chunksize(d, x.chunks[0]), Y, X))
+    xo = da.overlap.overlap(x, depth={0: d, 1: 0, 2: 0},
+                            boundary={0: "nearest", 1: "none", 2: "none"}) if d else x
+    ref = _ModelRef(model)
+    ref_d = dask.delayed(ref, name=f"forest-model-{model.digest[:16]}", pure=True,
+                         traverse=False)
+
+    def run(block, mref):
+        return forest_block(block, mref.get(), z_pad=d, probabilities=probabilities)
+
+    if probabilities:
+        out = da.map_blocks(run, xo, ref_d, dtype=np.float16, new_axis=0,
+                            chunks=((model.n_classes,),) + x.chunks,
+                            meta=np.empty((0, 0, 0, 0), np.float16), name="forest-proba")
+        target = ((model.n_classes,),) + out_chunks
+    else:
+        out = da.map_blocks(run, xo, ref_d, dtype=np.uint8, chunks=x.chunks,
+                            meta=np.empty((0, 0, 0), np.uint8), name="forest-segment")
+        target = out_chunks
+    return out if out.chunks == target else out.rechunk(target)
 
 
 class _null:

@@ -58,6 +58,9 @@ class Model:
     (1, ['pore', 'solid electrolyte', 'active material'])
     """
 
+    #: the ``format`` of the file's JSON header
+    format = FORMAT
+
     def __init__(self, config: dict, weights: dict[str, np.ndarray], *, path=None):
         self.config = json.loads(json.dumps(config))  # a private, JSON-clean copy
         self.weights = {k: np.ascontiguousarray(v) for k, v in weights.items()}
@@ -102,15 +105,19 @@ class Model:
         """SHA-256 of the architecture and weights: the key of per-process model caches."""
         if self._digest is None:
             h = hashlib.sha256()
-            arch = {k: self.config[k] for k in ("in_channels", "n_classes", "widths", "convs")}
-            if self.config.get("skips"):
-                arch["skips"] = True
-            h.update(json.dumps([arch, self.config["normalization"]], sort_keys=True).encode())
+            h.update(json.dumps([self._architecture(), self.config["normalization"]],
+                                sort_keys=True).encode())
             for name in sorted(self.weights):
                 h.update(name.encode())
                 h.update(self.weights[name].tobytes())
             self._digest = h.hexdigest()
         return self._digest
+
+    def _architecture(self) -> dict:
+        arch = {k: self.config[k] for k in ("in_channels", "n_classes", "widths", "convs")}
+        if self.config.get("skips"):
+            arch["skips"] = True
+        return arch
 
     def __repr__(self) -> str:
         return (
@@ -160,12 +167,11 @@ class Model:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        config = dict(
-            self.config, format=FORMAT, format_version=FORMAT_VERSION, bigvol_version=__version__
-        )
+        config = dict(self.config, format=self.format, format_version=FORMAT_VERSION,
+                      bigvol_version=__version__)
         tmp = path.with_name(path.name + ".tmp")
         save_file(
-            self.weights, str(tmp), metadata={_META_KEY: json.dumps(config), "format": FORMAT}
+            self.weights, str(tmp), metadata={_META_KEY: json.dumps(config), "format": self.format}
         )
         os.replace(tmp, path)
         self.config = config
@@ -175,6 +181,9 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
         """Read a model written by :meth:`save`. Never unpickles anything.
+
+        A random-forest file (``format: bigvol-forest``) gives a
+        :class:`~bigvol.segment.forest.ForestModel`.
 
         Raises
         ------
@@ -204,17 +213,24 @@ class Model:
             config = json.loads(meta[_META_KEY])
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: the model description is not valid JSON: {e}") from None
-        missing = [
-            k for k in ("in_channels", "n_classes", "widths", "convs", "normalization")
-            if k not in config
-        ]
-        if config.get("format") != FORMAT or missing:
-            raise InputError(f"{path}: not a {FORMAT} model (missing {missing or 'format'})")
+        forest = config.get("format") == "bigvol-forest"
+        needed = ("in_channels", "n_classes", "normalization") + (
+            ("features",) if forest else ("widths", "convs"))
+        missing = [k for k in needed if k not in config]
+        if config.get("format") not in (FORMAT, "bigvol-forest") or missing:
+            raise InputError(f"{path}: not a {FORMAT} or bigvol-forest model "
+                             f"(missing {missing or 'format'})")
         if int(config.get("format_version", 0)) > FORMAT_VERSION:
             raise InputError(
                 f"{path} was written by a newer bigvol (format {config['format_version']}); "
                 f"this one reads format {FORMAT_VERSION}"
             )
+        if forest:
+            from .forest import ForestModel
+
+            model = ForestModel(config, weights, path=path)
+            model.check()
+            return model
         model = cls(config, weights, path=path)
         try:  # the weights must fit the architecture they claim
             import torch
