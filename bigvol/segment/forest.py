@@ -58,9 +58,10 @@ class ForestModel(Model):
     model; :meth:`~bigvol.segment.Model.save` / :meth:`~bigvol.segment.Model.load` read and
     write it (``Model.load`` returns a ``ForestModel`` for a forest file).
 
-    ``weights`` holds ``roots`` (the root node of each tree), ``feature``, ``threshold``,
-    ``left``, ``right`` (per node; a child ``< 0`` is the leaf ``-child - 1``) and
-    ``leaf_value`` (per leaf, the class fractions of its training pixels).
+    ``weights`` holds ``roots`` (the root node of each tree), per node ``feature``,
+    ``threshold``, ``left``, ``right`` (a leaf has ``left == right == 0`` and its
+    ``feature`` is its row of ``leaf_value``), and ``leaf_value`` (per leaf, the class
+    fractions of its training pixels).
     """
 
     format = FORMAT
@@ -71,7 +72,7 @@ class ForestModel(Model):
 
     @property
     def n_parameters(self) -> int:  # nodes of all trees
-        return int(self.weights["feature"].size + self.weights["leaf_value"].shape[0])
+        return int(self.weights["feature"].size)
 
     @property
     def features(self) -> dict:
@@ -99,18 +100,24 @@ class ForestModel(Model):
             raise InputError(f"{where}: the forest lacks the arrays {missing}")
         n_nodes, (n_leaves, nc) = w["feature"].size, w["leaf_value"].shape
         n_feat = int(self.config["features"]["n_features"])
-        ok = (
-            nc == self.n_classes and w["threshold"].size == w["left"].size == w["right"].size
-            == n_nodes and all(
-                a.size == 0 or (a.min() >= -n_leaves and a.max() < n_nodes)
-                for a in (w["roots"], w["left"], w["right"]))
-            and (n_nodes == 0 or 0 <= w["feature"].min() <= w["feature"].max() < n_feat)
-        )
+        ok = nc == self.n_classes and w["threshold"].size == w["left"].size == w["right"].size \
+            == n_nodes and w["roots"].size > 0
+        if ok:
+            left, right, feat = (w[k].astype(np.int64) for k in ("left", "right", "feature"))
+            leaf = left == 0
+            ok = (
+                int(w["roots"].max()) < n_nodes and (right[leaf] == 0).all()
+                # children lie after their parent: every walk ends at a leaf
+                and (left[~leaf] > np.flatnonzero(~leaf)).all()
+                and (right[~leaf] > np.flatnonzero(~leaf)).all()
+                and (np.concatenate([left, right]).max() < n_nodes)
+                and (feat[~leaf] < n_feat).all() and (feat[leaf] < n_leaves).all()
+            )
         if not ok:
             raise InputError(f"{where}: the tree arrays are inconsistent (a node, leaf or "
                              "feature index out of range); the file is damaged")
-        for key, dt in (("roots", np.int64), ("feature", np.int32), ("threshold", np.float64),
-                        ("left", np.int64), ("right", np.int64), ("leaf_value", np.float64)):
+        for key, dt in (("roots", np.uint32), ("feature", np.uint32), ("threshold", np.float64),
+                        ("left", np.uint32), ("right", np.uint32), ("leaf_value", np.float64)):
             if w[key].dtype != dt:
                 w[key] = w[key].astype(dt)
 
@@ -168,23 +175,24 @@ def _walk_kernel():
 
     @numba.njit(cache=True, nogil=True)
     def walk(X, roots, feature, threshold, left, right, leaf_value, out):
-        # out[i, c] = sum over trees of the class fraction of the leaf pixel i falls in
-        n = X.shape[0]
+        # out[i, c] = sum over trees of the class fraction of the leaf pixel i falls in.
+        # Tree by tree over all pixels, as scikit-learn does: blocking the pixels to keep a
+        # tree in cache, a packed node layout and a branchless fixed-depth walk were all
+        # slower here (the walk is bound by its branches, not by memory). Unsigned indices
+        # spare Numba its negative-index checks.
         nc = leaf_value.shape[1]
-        for b0 in range(0, n, 4096):  # a block of pixels, one tree at a time: in cache
-            b1 = min(n, b0 + 4096)
-            for t in range(roots.shape[0]):
-                r = roots[t]
-                for i in range(b0, b1):
-                    node = r
-                    while node >= 0:
-                        if X[i, feature[node]] <= threshold[node]:
-                            node = left[node]
-                        else:
-                            node = right[node]
-                    leaf = -node - 1
-                    for c in range(nc):
-                        out[i, c] += leaf_value[leaf, c]
+        for t in range(roots.shape[0]):
+            r = roots[t]
+            for i in range(X.shape[0]):
+                node = r
+                while left[node] != 0:  # node 0 (the first root) is nobody's child
+                    if X[i, feature[node]] <= threshold[node]:
+                        node = left[node]
+                    else:
+                        node = right[node]
+                leaf = feature[node]  # a leaf's "feature" is its row of leaf_value
+                for c in range(nc):
+                    out[i, c] += leaf_value[leaf, c]
 
     return walk
 
@@ -209,38 +217,31 @@ def forest_proba(model: ForestModel, X: np.ndarray) -> np.ndarray:
 
 
 def export_trees(clf) -> dict[str, np.ndarray]:
-    """A fitted scikit-learn forest as flat arrays (see :class:`ForestModel`)."""
+    """A fitted scikit-learn forest as flat arrays (see :class:`ForestModel`): the nodes of
+    all trees one after the other, in scikit-learn's order."""
     roots, feature, threshold, left, right, leaves = [], [], [], [], [], []
     n_nodes = n_leaves = 0
     for est in clf.estimators_:
         t = est.tree_
         is_leaf = t.children_left < 0
-        leaf_id = np.cumsum(is_leaf) - 1 + n_leaves  # global leaf index of each leaf node
-        inner = np.flatnonzero(~is_leaf)
-        node_id = np.full(t.node_count, -1, np.int64)
-        node_id[inner] = np.arange(inner.size) + n_nodes  # global index of each inner node
-
-        def ref(child):
-            return np.where(is_leaf[child], -(leaf_id[child] + 1), node_id[child])
-
-        roots.append(-(leaf_id[0] + 1) if is_leaf[0] else node_id[0])
-        feature.append(t.feature[inner])
-        threshold.append(t.threshold[inner])
-        left.append(ref(t.children_left[inner]))
-        right.append(ref(t.children_right[inner]))
+        leaf_id = np.cumsum(is_leaf) - 1 + n_leaves
+        roots.append(n_nodes)
+        feature.append(np.where(is_leaf, leaf_id, t.feature))
+        threshold.append(np.where(is_leaf, 0.0, t.threshold))
+        left.append(np.where(is_leaf, 0, t.children_left + n_nodes))
+        right.append(np.where(is_leaf, 0, t.children_right + n_nodes))
         v = t.value[is_leaf, 0, :].astype(np.float64)
         s = v.sum(axis=1, keepdims=True)
         leaves.append(v / np.where(s == 0, 1.0, s))  # fractions, as predict_proba normalizes
-        n_nodes += inner.size
+        n_nodes += t.node_count
         n_leaves += int(is_leaf.sum())
-    # leaf values over the classes the forest saw, placed at their codes
     n_classes = int(clf.n_classes_)
     return {
-        "roots": np.asarray(roots, np.int64),
-        "feature": np.concatenate(feature).astype(np.int32),
+        "roots": np.asarray(roots, np.uint32),
+        "feature": np.concatenate(feature).astype(np.uint32),
         "threshold": np.concatenate(threshold).astype(np.float64),
-        "left": np.concatenate(left).astype(np.int64),
-        "right": np.concatenate(right).astype(np.int64),
+        "left": np.concatenate(left).astype(np.uint32),
+        "right": np.concatenate(right).astype(np.uint32),
         "leaf_value": np.concatenate(leaves).reshape(-1, n_classes),
     }
 
