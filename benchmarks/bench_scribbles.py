@@ -8,9 +8,14 @@ is fine-tuned on all strokes (``init=``, the viewer's Fine-tune). In the same ru
 ilastik-style random forest (``skimage.feature.multiscale_basic_features`` of slices z-1, z,
 z+1, 100 trees) trains on exactly the same strokes. Both are scored on the slices no stroke
 touched. Datasets: a phantom (normalized like the pipeline) and the EPFL FIB-SEM
-mitochondria slices from ``../shared/realdata/fibsem``. Usage::
+mitochondria slices from ``../shared/realdata/fibsem``.
+
+``--learner forest``: the same loop with bigvol's random forest (``bv.segment.train_forest``,
+``segment.method: forest``): strokes, its own uncertainty picks the corrections, trained
+again on all strokes; the peer forest trains on the same strokes. Usage::
 
     python benchmarks/bench_scribbles.py [--datasets phantom,epfl-mito] [--steps 300]
+        [--learner segnet|forest]
 """
 
 from __future__ import annotations
@@ -90,6 +95,48 @@ def forest(raw, labs, slices, k, test, seed):
     return pred
 
 
+def run_bvforest(name, seed):
+    """The loop with bigvol's forest: the same first strokes as the SegNet run (same seed)."""
+    raw, truth, slices, k, classes = dataset(name)
+    n = len(classes)
+    rng = np.random.default_rng(seed)
+    test = [z for z in range(raw.shape[0]) if all(abs(z - s) > k // 2 for s in slices)]
+    labs = [strokes(truth[z], 0.02, rng) for z in slices]
+    stack = da.from_array(raw, chunks=(4,) + raw.shape[1:])
+    rows = []
+
+    def report(method, round_, pred, labs_, t0):
+        s = score(truth[test], pred, n)
+        frac = float(np.mean([(lab_ != UNLABELLED).mean() for lab_ in labs_]))
+        rows.append({"dataset": name, "method": method, "round": round_, "labelled": frac,
+                     "accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
+                     "cpu_s": time.process_time() - t0})
+        print(json.dumps(rows[-1]), flush=True)
+
+    def fit(labs_):
+        return bv.segment.train_forest(raw, np.stack(labs_), slices=slices, k=k,
+                                       classes=classes, seed=seed)
+
+    t0 = time.process_time()
+    model = fit(labs)
+    report("bvforest", "strokes", bv.segment.predict(stack, model).compute()[test], labs, t0)
+    t0 = time.process_time()
+    report("forest", "strokes", forest(raw, labs, slices, k, test, seed), labs, t0)
+    u = bv.segment.uncertainty(bv.segment.predict(stack, model, probabilities=True)).compute()
+    fixed = []
+    for z, lab in zip(slices, labs):
+        order = np.argsort(-u[z], axis=None)[:2000]
+        centres = [tuple(np.unravel_index(i, u[z].shape)) for i in order[::20]]
+        fixed.append(strokes(truth[z], 0.005, rng, centres=centres, labels=lab))
+    t0 = time.process_time()
+    report("bvforest", "strokes + corrections",
+           bv.segment.predict(stack, fit(fixed)).compute()[test], fixed, t0)
+    t0 = time.process_time()
+    report("forest", "strokes + corrections", forest(raw, fixed, slices, k, test, seed), fixed,
+           t0)
+    return rows
+
+
 def run(name, steps, seed):
     raw, truth, slices, k, classes = dataset(name)
     n = len(classes)
@@ -137,12 +184,15 @@ def main():
     ap.add_argument("--datasets", default="phantom,epfl-mito")
     ap.add_argument("--steps", type=int, default=300, help="SegNet steps per round")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--learner", default="segnet", choices=("segnet", "forest"))
     a = ap.parse_args()
-    rows = [r for name in a.datasets.split(",") for r in run(name, a.steps, a.seed)]
-    print(f"\n{'dataset':>10} {'method':>7} {'labels':>22} {'labelled %':>10} {'accuracy':>9} "
+    rows = [r for name in a.datasets.split(",")
+            for r in (run(name, a.steps, a.seed) if a.learner == "segnet"
+                      else run_bvforest(name, a.seed))]
+    print(f"\n{'dataset':>10} {'method':>8} {'labels':>22} {'labelled %':>10} {'accuracy':>9} "
           f"{'mIoU':>6}")
     for r in rows:
-        print(f"{r['dataset']:>10} {r['method']:>7} {r['round']:>22} {100 * r['labelled']:>10.2f} "
+        print(f"{r['dataset']:>10} {r['method']:>8} {r['round']:>22} {100 * r['labelled']:>10.2f} "
               f"{r['accuracy']:>9.4f} {r['mean_iou']:>6.3f}")
 
 

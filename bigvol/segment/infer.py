@@ -527,13 +527,13 @@ def predict(
 
 
 def _predict_forest(x, model, d: int, probabilities: bool):
-    """The random forest, one whole slice per task (plus ``d`` slices of halo in z): its
-    features are computed in strips of the whole slice, so no xy halo is needed.
+    """The random forest over whole slices: its features are computed in strips of the
+    whole slice, so no xy halo is needed.
 
-    One slice per task, not a few as for the SegNet: the tree walk is ~90 % of the work and
-    a stack of a few dozen slices in tasks of 4-8 left one of two cores idle for a round.
-    The neighbours' features are then computed again by each task that needs them (k
-    times in all, as the peer recipe does).
+    The tree walk is most of the work, so the stack is cut into a multiple of the cores'
+    count of equal blocks of at most 8 slices (a stack of a few dozen slices in blocks of 4
+    left one of two cores idle for a round). A task gets its block and ``d`` slices of halo
+    each side, and computes every slice's features once.
     """
     import dask
     import dask.array as da
@@ -542,13 +542,17 @@ def _predict_forest(x, model, d: int, probabilities: bool):
 
     Z, Y, X = x.shape
     out_chunks = x.chunks
-    x = x.rechunk((1, Y, X))
+    cores = available_cores()
+    n_tasks = cores * math.ceil(Z / (cores * _SLICES_PER_TASK))
+    zw = max(1, math.ceil(Z / n_tasks))
+    x = x.rechunk((zw, Y, X))
     if d:
-        # each task reads its neighbours from the slices around it (the nearest slice
-        # repeated at the ends), as dask's overlap would with chunks of at least d slices
+        # each task reads its block and d slices each side (the nearest slice repeated at the
+        # ends), whatever d is against the block size (dask's overlap needs blocks >= d)
         pad = da.pad(x, ((d, d), (0, 0), (0, 0)), mode="edge")
-        xo = da.concatenate([pad[z : z + 2 * d + 1].rechunk((2 * d + 1, Y, X))
-                             for z in range(Z)], axis=0)
+        z0 = np.concatenate([[0], np.cumsum(x.chunks[0])]).astype(int)
+        xo = da.concatenate([pad[a : b + 2 * d].rechunk((b - a + 2 * d, Y, X))
+                             for a, b in zip(z0[:-1], z0[1:])], axis=0)
     else:
         xo = x
     ref = _ModelRef(model)
