@@ -262,7 +262,8 @@ def _cmd_train(args) -> int:
         kind = TrainOptions
     if wrong:
         raise ConfigError(f"--method {args.method} does not take "
-                          + ", ".join("--" + w.replace("_", "-") for w in wrong))
+                          + ", ".join("--trees" if w == "n_trees" else "--" + w.replace("_", "-")
+                                      for w in wrong))
     return _done(stages.train(
         Run.open(args.run, mode="r+"),
         args.labels[0] if args.labels in (["truth"], ["store"]) else args.labels,

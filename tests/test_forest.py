@@ -153,5 +153,8 @@ def test_pipeline_and_cli_with_the_forest(tmp_path, capsys):
     code = main(["train", str(tmp_path / "f.zarr"), "--labels", "truth", "--slices", "3",
                  "--method", "forest", "--epochs", "3"])
     assert code != 0 and "--method forest does not take --epochs" in capsys.readouterr().err
+    code = main(["segment", str(tmp_path / "f.zarr"), "--model", str(tmp_path / "f.model"),
+                 "--tta", "4"])
+    assert code != 0 and "tta=4 apply to the SegNet" in capsys.readouterr().err
     with pytest.raises(BigvolError, match="is a forest model"):
         bv.stages.segment(r, method="segnet", model=tmp_path / "f.model")
