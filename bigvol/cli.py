@@ -213,7 +213,7 @@ def _add_train(sub) -> None:
                 "run store", _cmd_train)
     p.add_argument("--method", choices=("segnet", "forest"), default="segnet",
                    help="segnet: the CNN; forest: an ilastik-style random forest on multiscale "
-                   "features (a minute on 2 cores; ahead of the SegNet with sparse strokes) "
+                   "features (minutes on 2 cores; ahead of the SegNet with sparse strokes) "
                    "(default segnet)")
     p.add_argument("--labels", nargs="+", required=True,
                    help="label images (TIFF/PNG, one per slice; 255 = unlabelled), one multi-page "

@@ -110,7 +110,7 @@ class SegmentConfig(_Section):
 
     #: ``segnet`` (the CNN), ``forest`` (an ilastik-style random forest on multiscale
     #: features, bigvol.segment.train_forest: ahead of the SegNet with sparse strokes and on
-    #: some simpler stacks, trains in a minute) or ``threshold`` (multi-Otsu, no training)
+    #: some simpler stacks, trains in minutes) or ``threshold`` (multi-Otsu, no training)
     method: Literal["segnet", "forest", "threshold"] = "segnet"
     model: str | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -10,7 +10,7 @@ on up to 200 000 labelled pixels drawn at random.
 Why it is here beside the SegNet: measured in the same runs (benchmarks/README.md), the
 SegNet wins on real FIB-SEM and TEM, but the forest is ahead on a phantom with large
 particles and blur (accuracy 0.976 vs 0.969), on battery nano-CT (0.847 vs 0.840) and
-by far with a few sparse strokes (0.952 vs 0.903). It also trains in a minute on two
+by far with a few sparse strokes (0.952 vs 0.903). It also trains in 0.5-3 minutes on two
 cores where the SegNet takes several.
 
 What bigvol adds to the recipe:
