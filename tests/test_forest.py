@@ -144,6 +144,7 @@ def test_pipeline_and_cli_with_the_forest(tmp_path, capsys):
     assert isinstance(model, bv.segment.ForestModel) and model.n_trees == 10
     seg = r.zarr_array("segmentation")[...]
     assert "uncertainty" in r and (seg == r.zarr_array("truth")[...]).mean() > 0.8
+    assert "forest" in (tmp_path / "f.report.html").read_text()  # the report names the model
     # bigvol segment reads the forest file and writes the same codes (without probabilities)
     assert main(["segment", str(tmp_path / "f.zarr"), "--model", str(tmp_path / "f.model")]) == 0
     assert "(forest," in capsys.readouterr().out
