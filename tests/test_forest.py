@@ -98,6 +98,8 @@ def test_same_seed_same_model_and_file_round_trip(stack, model, tmp_path):
     assert back.classes == list(bv.conventions.DEFAULT_PHASES) and back.k == 3
     with pytest.raises(ConfigError, match="no PyTorch network"):
         back.module()
+    with pytest.raises(ConfigError, match="random forest, which cannot be fine-tuned"):
+        bv.segment.train(img, truth[[2]], slices=[2], init=path)
     # a damaged file: an index out of range is refused at load, naming the file
     from safetensors.numpy import save_file
     w = dict(model.weights)

@@ -470,6 +470,11 @@ def train(
     if init is not None:
         # Fine-tuning: the architecture, classes, k and input normalization are the model's.
         init_model = init if isinstance(init, Model) else Model.load(init)
+        if init_model.config.get("architecture") == "forest":
+            raise ConfigError(
+                f"init: {init_model.path or 'the model'} is a random forest, which cannot be "
+                "fine-tuned; train a SegNet without init, or train the forest again "
+                "(bigvol.segment.train_forest) on all labels")
         src = init_model.path or "the init model"
         if k is not None and k != init_model.k:
             raise ConfigError(
