@@ -95,8 +95,7 @@ def forest(raw, labs, slices, k, test, seed):
     return pred
 
 
-def run_bvforest(name, seed):
-    """The loop with bigvol's forest: the same first strokes as the SegNet run (same seed)."""
+def run(name, steps, seed, learner="segnet"):
     raw, truth, slices, k, classes = dataset(name)
     n = len(classes)
     rng = np.random.default_rng(seed)
@@ -113,52 +112,32 @@ def run_bvforest(name, seed):
                      "cpu_s": time.process_time() - t0})
         print(json.dumps(rows[-1]), flush=True)
 
-    def fit(labs_):
-        return bv.segment.train_forest(raw, np.stack(labs_), slices=slices, k=k,
-                                       classes=classes, seed=seed)
+    if learner == "segnet":
+        mine = "segnet"
+        opts = {"k": k, "classes": classes, "epochs": max(1, steps // 25),
+                "steps_per_epoch": 25, "patience": None, "seed": seed, "progress": False,
+                "validation": None}
+
+        def first(labs_):
+            return bv.segment.train(raw, np.stack(labs_), slices=slices, **opts)
+
+        def again(labs_, model):  # fine-tuned from the first model (the viewer's Fine-tune)
+            return bv.segment.train(raw, np.stack(labs_), slices=slices, init=model,
+                                    **{k_: v for k_, v in opts.items()
+                                       if k_ not in ("k", "classes")})
+    else:
+        mine = "bvforest"
+
+        def first(labs_):
+            return bv.segment.train_forest(raw, np.stack(labs_), slices=slices, k=k,
+                                           classes=classes, seed=seed)
+
+        def again(labs_, model):  # a forest is trained again on all strokes
+            return first(labs_)
 
     t0 = time.process_time()
-    model = fit(labs)
-    report("bvforest", "strokes", bv.segment.predict(stack, model).compute()[test], labs, t0)
-    t0 = time.process_time()
-    report("forest", "strokes", forest(raw, labs, slices, k, test, seed), labs, t0)
-    u = bv.segment.uncertainty(bv.segment.predict(stack, model, probabilities=True)).compute()
-    fixed = []
-    for z, lab in zip(slices, labs):
-        order = np.argsort(-u[z], axis=None)[:2000]
-        centres = [tuple(np.unravel_index(i, u[z].shape)) for i in order[::20]]
-        fixed.append(strokes(truth[z], 0.005, rng, centres=centres, labels=lab))
-    t0 = time.process_time()
-    report("bvforest", "strokes + corrections",
-           bv.segment.predict(stack, fit(fixed)).compute()[test], fixed, t0)
-    t0 = time.process_time()
-    report("forest", "strokes + corrections", forest(raw, fixed, slices, k, test, seed), fixed,
-           t0)
-    return rows
-
-
-def run(name, steps, seed):
-    raw, truth, slices, k, classes = dataset(name)
-    n = len(classes)
-    rng = np.random.default_rng(seed)
-    test = [z for z in range(raw.shape[0]) if all(abs(z - s) > k // 2 for s in slices)]
-    labs = [strokes(truth[z], 0.02, rng) for z in slices]
-    opts = {"k": k, "classes": classes, "epochs": max(1, steps // 25), "steps_per_epoch": 25,
-            "patience": None, "seed": seed, "progress": False, "validation": None}
-    stack = da.from_array(raw, chunks=(4,) + raw.shape[1:])
-    rows = []
-
-    def report(method, round_, pred, labs_, t0):
-        s = score(truth[test], pred, n)
-        frac = float(np.mean([(lab_ != UNLABELLED).mean() for lab_ in labs_]))
-        rows.append({"dataset": name, "method": method, "round": round_, "labelled": frac,
-                     "accuracy": s["accuracy"], "mean_iou": s["mean_iou"],
-                     "cpu_s": time.process_time() - t0})
-        print(json.dumps(rows[-1]), flush=True)
-
-    t0 = time.process_time()
-    model = bv.segment.train(raw, np.stack(labs), slices=slices, **opts)
-    report("segnet", "strokes", bv.segment.predict(stack, model).compute()[test], labs, t0)
+    model = first(labs)
+    report(mine, "strokes", bv.segment.predict(stack, model).compute()[test], labs, t0)
     t0 = time.process_time()
     report("forest", "strokes", forest(raw, labs, slices, k, test, seed), labs, t0)
     # corrections: strokes centred on the most uncertain pixels of the labelled slices
@@ -169,9 +148,8 @@ def run(name, steps, seed):
         centres = [tuple(np.unravel_index(i, u[z].shape)) for i in order[::20]]
         fixed.append(strokes(truth[z], 0.005, rng, centres=centres, labels=lab))
     t0 = time.process_time()
-    tuned = bv.segment.train(raw, np.stack(fixed), slices=slices, init=model,
-                             **{k_: v for k_, v in opts.items() if k_ not in ("k", "classes")})
-    report("segnet", "strokes + corrections", bv.segment.predict(stack, tuned).compute()[test],
+    tuned = again(fixed, model)
+    report(mine, "strokes + corrections", bv.segment.predict(stack, tuned).compute()[test],
            fixed, t0)
     t0 = time.process_time()
     report("forest", "strokes + corrections", forest(raw, fixed, slices, k, test, seed), fixed,
@@ -186,9 +164,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--learner", default="segnet", choices=("segnet", "forest"))
     a = ap.parse_args()
-    rows = [r for name in a.datasets.split(",")
-            for r in (run(name, a.steps, a.seed) if a.learner == "segnet"
-                      else run_bvforest(name, a.seed))]
+    rows = [r for name in a.datasets.split(",") for r in run(name, a.steps, a.seed, a.learner)]
     print(f"\n{'dataset':>10} {'method':>8} {'labels':>22} {'labelled %':>10} {'accuracy':>9} "
           f"{'mIoU':>6}")
     for r in rows:

@@ -206,6 +206,25 @@ def _check_dtype(ctxs):
             raise InputError(f"images must be numeric gray values, got dtype {c.dtype}")
 
 
+def _training_data(images, labels, slices, k: int, n_classes: int):
+    """Checked labels and their ``(k, y, x)`` image contexts, with the mean and standard
+    deviation of the labelled slices' gray values (the input normalization); shared by the
+    SegNet's and the forest's training."""
+    labs, names = _as_label_list(labels)
+    labs = _check_labels(labs, names, n_classes)
+    ctxs = _contexts(images, len(labs), slices, k)
+    _check_dtype(ctxs)
+    for ctx, lab, name in zip(ctxs, labs, names):
+        if ctx.shape[1:] != lab.shape:
+            raise InputError(
+                f"{name} has shape {lab.shape} but its image slice has shape {ctx.shape[1:]}"
+            )
+    centre = (k - 1) // 2
+    vals = np.concatenate([c[centre].ravel() for c in ctxs]).astype(np.float64)
+    mean, std = float(vals.mean()), float(vals.std())
+    return ctxs, labs, names, (mean, std if std > 0 else 1.0)
+
+
 # -- augmentation ------------------------------------------------------------------------
 def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
     """SEM-suited augmentation of a normalized ``(k, h, w)`` crop and its labels.
@@ -526,23 +545,9 @@ def train(
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
 
     # ---- data ---------------------------------------------------------------------------
-    labs, names = _as_label_list(labels)
-    labs = _check_labels(labs, names, n_classes)
-    ctxs = _contexts(images, len(labs), slices, int(k))
-    _check_dtype(ctxs)
-    for ctx, lab, name in zip(ctxs, labs, names):
-        if ctx.shape[1:] != lab.shape:
-            raise InputError(
-                f"{name} has shape {lab.shape} but its image slice has shape {ctx.shape[1:]}"
-            )
-    centre = (k - 1) // 2
+    ctxs, labs, names, (mean, std) = _training_data(images, labels, slices, int(k), n_classes)
     if init_model is not None:
         mean, std = (float(init_model.normalization[key]) for key in ("mean", "std"))
-    else:
-        vals = np.concatenate([c[centre].ravel() for c in ctxs]).astype(np.float64)
-        mean, std = float(vals.mean()), float(vals.std())
-        std = std if std > 0 else 1.0
-        del vals
     ctxs = [((c - mean) / std).astype(np.float32) for c in ctxs]
 
     # Validation split: a band of columns of every slice, or whole slices.

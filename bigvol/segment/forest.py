@@ -304,7 +304,7 @@ def train_forest(
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    from ._train import _as_label_list, _check_dtype, _check_labels, _contexts
+    from ._train import _training_data
 
     classes = [str(c) for c in (DEFAULT_PHASES if classes is None else classes)]
     n_classes = len(classes)
@@ -320,19 +320,7 @@ def train_forest(
     threads = int(threads) if threads else available_cores()
     t0, cpu0 = time.perf_counter(), time.process_time()
 
-    labs, names = _as_label_list(labels)
-    labs = _check_labels(labs, names, n_classes)
-    ctxs = _contexts(images, len(labs), slices, int(k))
-    _check_dtype(ctxs)
-    for ctx, lab, name in zip(ctxs, labs, names):
-        if ctx.shape[1:] != lab.shape:
-            raise InputError(
-                f"{name} has shape {lab.shape} but its image slice has shape {ctx.shape[1:]}")
-    centre = (k - 1) // 2
-    vals = np.concatenate([c[centre].ravel() for c in ctxs]).astype(np.float64)
-    mean, std = float(vals.mean()), float(vals.std())
-    std = std if std > 0 else 1.0
-    del vals
+    ctxs, labs, names, (mean, std) = _training_data(images, labels, slices, int(k), n_classes)
 
     # the pixel draw: uniform over all labelled pixels of all slices, in slice order
     n_lab = [int((lab != 255).sum()) for lab in labs]
