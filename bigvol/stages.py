@@ -425,15 +425,7 @@ def segment(run: Run, *, method: str = "segnet", model=None, options=None,
                               f"{model.path or ''} is a {kind} model")
         params.update(model_digest=model.digest, probabilities=bool(probabilities),
                       classes=list(model.classes))
-        if kind == "segnet":
-            params.update(opts.model_dump(mode="json"))
-        else:
-            given = {k: v for k, v in opts.model_dump().items()
-                     if v != PredictOptions.model_fields[k].default}
-            if given:
-                raise ConfigError(
-                    "segment options " + ", ".join(f"{k}={v!r}" for k, v in given.items())
-                    + " apply to the SegNet; a random-forest model takes none")
+        params.update(opts.model_dump(mode="json"))  # (predict refuses them for a forest)
         outputs += ("probabilities",) if probabilities else ()
     else:
         params["classes"] = run.phases
@@ -444,13 +436,12 @@ def segment(run: Run, *, method: str = "segnet", model=None, options=None,
         if method == "threshold":
             pred = S.threshold(stack, classes=len(run.phases))
         elif probabilities:
-            probs = S.predict(stack, model, probabilities=True,
-                              **(opts.kwargs() if method == "segnet" else {}))
+            probs = S.predict(stack, model, probabilities=True, **opts.kwargs())
             run.write("probabilities", probs, chunks=(probs.shape[0], *ch), fingerprint=fp)
             pred = run.read("probabilities").map_blocks(
                 lambda b: b.argmax(0).astype(np.uint8), drop_axis=0, dtype=np.uint8)
         else:
-            pred = S.predict(stack, model, **(opts.kwargs() if method == "segnet" else {}))
+            pred = S.predict(stack, model, **opts.kwargs())
         run.write("segmentation", pred, chunks=ch, fingerprint=fp)
         if trained:
             run.phases = model.classes  # the codes now mean the model's classes

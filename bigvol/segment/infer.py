@@ -417,8 +417,19 @@ def predict(
     import dask
     import dask.array as da
 
+    from .forest import ForestModel
+
     if not isinstance(model, Model):
         model = Model.load(model)
+    if isinstance(model, ForestModel):
+        given = {name: v for name, v, default in (
+            ("tile", tile, None), ("overlap", overlap, None), ("device", device, "auto"),
+            ("batch_size", batch_size, None), ("threads", threads, None), ("amp", amp, None),
+            ("blocks", blocks, "auto"), ("tta", tta, 1)) if v != default}
+        if given:
+            raise ConfigError(
+                "segment options " + ", ".join(f"{k}={v!r}" for k, v in given.items())
+                + " apply to the SegNet; a random-forest model takes none")
     if isinstance(stack, da.Array):
         x = stack
     elif hasattr(stack, "shape") and hasattr(stack, "chunks") and not isinstance(stack, np.ndarray):
@@ -453,8 +464,6 @@ def predict(
         # is what the "nearest" boundary does, and drop the extra slices from the output
         x = da.pad(x, ((0, z_short), (0, 0), (0, 0)), mode="edge")
     Z, Y, X = x.shape
-    from .forest import ForestModel
-
     if isinstance(model, ForestModel):
         out = _predict_forest(x, model, d, probabilities)
         return out[..., : Z - z_short, :, :] if z_short else out
