@@ -114,7 +114,12 @@ def graph_child(stage: str, shape, chunks) -> dict:
 
         out = tables_graph(s == 2, 26, None, False)
     elif stage == "thickness":
-        out = bv.metrics.local_thickness(s, 1, voxel_size=(20, 10, 10), max_diameter=3000)
+        # the lazy painting pass (the exact distance map before it computes: two linear
+        # passes of whole slices, then of whole columns, a few tasks per chunk)
+        from bigvol.metrics.thickness import paint_from_centres
+
+        out = paint_from_centres(s.astype(np.uint16), 1500.0, spacing=(20.0, 10.0, 10.0),
+                                 chunks=s.chunks)
     elif stage == "pyramid":
         from bigvol.pyramid import downsample
 

@@ -42,6 +42,8 @@ def structure_metrics(run, a, *, write=None) -> dict:
     array)``: where the local-thickness maps go (``thickness/<phase>``); they are read
     back from there for their histogram.
     """
+    import gc
+
     from . import metrics as M
 
     phases = run.read("segmentation")
@@ -67,16 +69,24 @@ def structure_metrics(run, a, *, write=None) -> dict:
             for p in range(len(names))
         }
     thickness = {}
+    # the distance maps of the thickness passes go beside the run (a folder every worker of
+    # a cluster reaches), each removed when its map has been written
+    scratch = run.path.parent / f"{run.path.name}.scratch"
     # the configured phase lists are for three phases; a run with fewer measures those it has
     for p in [p for p in a.thickness_phases if p < len(names)]:
         if vf.get(p, 0.0) >= 1.0:  # a phase filling the volume has no finite thickness
             thickness[names[p]] = {"undefined": f"{names[p]} fills the whole volume"}
             continue
-        lt = M.local_thickness(phases, p, voxel_size=vs, max_diameter=a.thickness_max_diameter)
+        lt = M.local_thickness(phases, p, voxel_size=vs, max_diameter=a.thickness_max_diameter,
+                               scratch=scratch)
         if write is not None:
             write(f"thickness/{names[p]}", lt)
+            del lt  # the scratch goes with the lazy map (collected now, not at exit)
+            gc.collect()
             lt = run.read(f"thickness/{names[p]}")
         thickness[names[p]] = M.thickness_summary(lt, voxel_size=vs, unit="nm" if vs else "vox")
+    if scratch.is_dir() and not any(scratch.iterdir()):
+        scratch.rmdir()
     out["thickness"] = thickness
     if a.tortuosity.enabled:
         out["tortuosity"] = {

@@ -69,6 +69,9 @@ def test_run_writes_every_output_and_skips_when_up_to_date(reference, tmp_path):
     paths = output_paths(path)
     assert all(paths[k].exists() for k in ("metrics_json", "metrics_csv", "report"))
     assert set(arrays) == set(ARRAYS)
+    # the thickness pass's distance maps, written beside the run, are gone
+    assert not (path.parent / f"{path.name}.scratch").exists()
+    assert list(path.parent.glob("*.scratch")) == []
     assert 0 < metrics["volume_fractions"]["active material"] < 1
     assert metrics["evaluation"]["threshold"]["accuracy"] > 0.5
     r = Run.open(path)

@@ -41,3 +41,70 @@ def core_bounds(block_info, depth, window_shape):
         w - (d if i < n - 1 else 0) for w, d, i, n in zip(window_shape, depth, loc, num)
     )
     return lo, hi
+
+
+#: the most voxels one window (core + halo) of a halo-heavy pass may have. The thickness
+#: kernel holds ~12 bytes per window voxel (the window, its mask, a float32 distance map,
+#: the row forest and the output of the core), so a window of 48 Mi voxels is ~0.6 GB per
+#: task whatever the size of the volume.
+MAX_WINDOW_VOXELS = 48 * 2**20
+
+
+def _parallel_slots() -> int:
+    """Threads that run tasks at once: the workers' of a distributed client if one is the
+    default scheduler, else the cores of this process."""
+    from ..conventions import available_cores
+
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):
+        return available_cores()
+
+
+def work_chunks(x: da.Array, depth: Sequence[int], *, max_window: int = MAX_WINDOW_VOXELS,
+                slots: int | None = None) -> tuple[tuple[int, ...], ...]:
+    """Chunks for a pass whose windows carry a halo of ``depth`` voxels per axis.
+
+    A halo ``d`` around a core ``c`` costs ``(c + 2d) / c`` per axis in voxels read and
+    computed: on the pipeline's (32, 256, 256) chunks a 40-voxel halo makes every window
+    6x its core. The cores chosen here are whole multiples of ``x``'s chunks along each axis
+    (so the rechunk only groups chunks), no smaller than the halo, and minimise the windows'
+    total voxels per parallel slot, ``prod(n + 2d (blocks - 1)) / min(blocks, slots)``, under
+    ``max_window`` voxels per window: memory is bounded by the window, not by the volume.
+    Where no choice fits, the smallest windows are taken.
+    """
+    slots = _parallel_slots() if slots is None else max(1, int(slots))
+    axes = []
+    for n, c, d in zip(x.shape, x.chunks, depth):
+        c0, d = max(c[0], 1), int(d)
+        opts = []  # (core, blocks, total window length, largest window length)
+        for m in range(1, -(-n // c0) + 1):
+            core = min(m * c0, n)
+            nb = -(-n // core)
+            if nb > 1 and core < d:
+                continue
+            if nb == 1 or d == 0:
+                opts.append((core, nb, n if nb == 1 else n + 2 * d * (nb - 1),
+                             n if nb == 1 else min(core + 2 * d, n)))
+            else:
+                opts.append((core, nb, n + 2 * d * (nb - 1), min(core + 2 * d, n)))
+            if nb == 1:
+                break
+        axes.append(opts)
+    best = None
+    for oz in axes[0]:
+        for oy in axes[1]:
+            for ox in axes[2]:
+                window = oz[3] * oy[3] * ox[3]
+                blocks = oz[1] * oy[1] * ox[1]
+                cost = oz[2] * oy[2] * ox[2] / min(blocks, slots)
+                key = (window > max_window, window if window > max_window else 0, cost, window)
+                if best is None or key < best[0]:
+                    best = (key, (oz[0], oy[0], ox[0]))
+    return tuple(tuple(_split(n, c)) for n, c in zip(x.shape, best[1]))
+
+
+def _split(n: int, c: int) -> list[int]:
+    return [c] * (n // c) + ([n % c] if n % c else [])

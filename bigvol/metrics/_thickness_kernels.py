@@ -2,8 +2,10 @@
 
 Why by hand: PoreSpy's ``local_thickness`` works on isotropic voxels only and on a whole
 in-memory image; no maintained library paints Hildebrand balls with anisotropic voxels on a
-window whose core is only part of the array. The distance transform itself comes from
-``edt`` (anisotropic, exact); only the ball painting lives here.
+window whose core is only part of the array. The in-slice distance transform comes from
+``edt``; the pass along z is written here because no library runs one axis of a separable
+EDT on a column block (edt and scipy transform whole arrays only), and it is what makes the
+exact EDT of a volume that does not fit in memory possible without a halo.
 
 Imported lazily (numba compiles on first use, then caches on disk).
 """
@@ -28,46 +30,251 @@ def _find(nxt, base, x):
         x = q
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _envelope(g, a, v, zb, d):
+    """Squared distances ``d(q) = min_p ( a (q - p)^2 + g(p) )`` of one line: the lower
+    envelope of parabolas (Felzenszwalb & Huttenlocher 2012, *Theory Comput.* 8:415).
+    ``g`` may hold inf (no outside voxel there); ``d`` is inf everywhere when all are."""
+    n = g.shape[0]
+    k = -1
+    for q in range(n):
+        gq = g[q]
+        if gq == np.inf:
+            continue
+        if k < 0:
+            k = 0
+            v[0] = q
+            zb[0] = -np.inf
+            zb[1] = np.inf
+            continue
+        while True:
+            p = v[k]
+            s = ((gq + a * q * q) - (g[p] + a * p * p)) / (2.0 * a * (q - p))
+            if s <= zb[k]:
+                k -= 1
+            else:
+                break
+        k += 1
+        v[k] = q
+        zb[k] = s
+        zb[k + 1] = np.inf
+    if k < 0:
+        for q in range(n):
+            d[q] = np.inf
+        return
+    k = 0
+    for q in range(n):
+        while zb[k + 1] < q:
+            k += 1
+        p = v[k]
+        d[q] = a * (q - p) * (q - p) + g[p]
+
+
+_TILE = 16
+
+
 @numba.njit(cache=True, nogil=True)
-def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
-    """Binned radius index ``k`` (radius ``k * step``) of the largest covering ball, per core voxel.
+def squared_in_slice(mask, ay, ax, out):
+    """Squared distance of each voxel of a slice to the nearest 0 of ``mask`` in the slice
+    (inf when the slice has none), with voxel sides ``ay``, ``ax``: a two-sweep distance
+    along x, then the envelope along y (columns transposed in tiles for the cache)."""
+    ny, nx = mask.shape
+    t = np.empty((nx, ny), np.float64)  # (x, y): columns contiguous
+    row = np.empty(nx, np.float64)
+    big = np.inf
+    for y in range(ny):
+        last = -1
+        for x in range(nx):
+            if mask[y, x] == 0:
+                last = x
+            row[x] = big if last < 0 else float(x - last)
+        last = -1
+        for x in range(nx - 1, -1, -1):
+            if mask[y, x] == 0:
+                last = x
+            if last >= 0 and float(last - x) < row[x]:
+                row[x] = float(last - x)
+        for x in range(nx):
+            r = row[x]
+            t[x, y] = big if r == big else (r * ax) * (r * ax)
+    v = np.empty(ny, np.int64)
+    zb = np.empty(ny + 1, np.float64)
+    d = np.empty((_TILE, ny), np.float64)
+    a = ay * ay
+    for x0 in range(0, nx, _TILE):
+        x1 = min(x0 + _TILE, nx)
+        for x in range(x0, x1):
+            _envelope(t[x], a, v, zb, d[x - x0])
+        for y in range(ny):
+            for x in range(x0, x1):
+                out[y, x] = d[x - x0, y]
 
-    ``mask`` (uint8) and ``dt`` (float32, distance to the nearest voxel outside the phase, in
-    the units of ``spacing``) are the window; ``core_lo``/``core_hi`` bound the core (the
-    output), ``reg_lo``/``reg_hi`` the centres whose distance is exact and whose ball may
-    reach the core. Every phase voxel ``c`` in the region is a ball centre of radius
-    ``t(c) = floor(dt(c) / step) * step``; a voxel ``p`` is covered when
-    ``|p - c| < t(c)``; the result is the largest such ``t`` (0 outside the phase).
 
-    Balls contained in a neighbour's ball (``t(n) >= t(c) + |n - c|``) are skipped, the
-    rest are painted from the largest radius down, each voxel written once (a per-row
-    "next unfilled" forest skips filled runs).
+@numba.njit(cache=True, nogil=True)
+def radius_index_z(f, scale, sz, step, cap, out):
+    """Exact EDT along z of a column block ``(Z, h, w)``, binned: the radius index of every voxel.
+
+    ``f`` holds the squared in-slice distances in units of ``scale`` (:func:`squared_in_slice`
+    on voxel sides divided by the finer in-slice side: integers on isotropic slices, exact in
+    float32 up to 2^24; inf on a slice with no outside voxel); the squared 3D distance is
+    the envelope along z, ``D2(z) = min_q ( sz^2 (z - q)^2 + scale f(q) )``, in float64
+    (exact on integer voxel sizes). ``out`` (uint16, same shape)
+    gets ``floor(min(sqrt(D2), cap) / step)``, 0 outside the phase (``f == 0``). Returns
+    the largest ``sqrt(D2)`` of a phase voxel (-1 when there is none, inf when no slice
+    has an outside voxel).
+    """
+    nz, h, w = f.shape
+    a = sz * sz
+    v = np.empty(nz, np.int64)
+    zb = np.empty(nz + 1, np.float64)
+    g = np.empty((w, nz), np.float64)
+    d = np.empty(nz, np.float64)
+    dmax = -1.0
+    for y in range(h):
+        for q in range(nz):
+            for x in range(w):
+                g[x, q] = scale * f[q, y, x]
+        for x in range(w):
+            _envelope(g[x], a, v, zb, d)
+            for q in range(nz):
+                if g[x, q] == 0:
+                    out[q, y, x] = 0
+                    continue
+                dq = math.sqrt(d[q])
+                if dq > dmax:
+                    dmax = dq
+                if dq > cap:
+                    dq = cap
+                out[q, y, x] = int(dq / step)
+    return dmax
+
+
+#: value of a phase voxel that is not a ball centre in the centre map
+NOT_A_CENTRE = 65535
+
+
+def neighbour_offsets(spacing, reach: int) -> np.ndarray:
+    """The offsets ``(dz, dy, dx)`` with every component in ``[-reach, reach]`` but the
+    origin, nearest (in nm) first: the neighbours a centre is tested against."""
+    r = np.arange(-reach, reach + 1)
+    o = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    o = o[np.any(o != 0, axis=1)]
+    d = np.sqrt(((o * np.asarray(spacing, np.float64)) ** 2).sum(1))
+    return np.ascontiguousarray(o[np.lexsort((o[:, 2], o[:, 1], o[:, 0], d))], np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _half_width(rem, sx):
+    """Largest ``w`` with ``(w sx)^2 < rem`` (-1 when none): the half-width of a ball row."""
+    if rem <= 0:
+        return -1
+    w = int(math.sqrt(rem) / sx)
+    while w >= 0 and (w * sx) ** 2 >= rem:
+        w -= 1
+    while ((w + 1) * sx) ** 2 < rem:
+        w += 1
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def containment_table(kmax, spacing, step, offs):
+    """``need[k, j]``: the smallest radius index ``k'`` for which the voxel ball of index
+    ``k`` (the voxel centres ``p`` with ``|p| < k step``) lies inside the voxel ball of
+    index ``k'`` centred on offset ``offs[j]``.
+
+    Exact on the lattice: the farthest voxel of a ball from an offset point is at one end
+    of one of its rows, so the rows' ends are all that is checked. On anisotropic voxels
+    this prunes far more centres than the continuous test ``t' >= t + |offset|`` (a
+    neighbour along z, 50 nm away on 30 nm pixels, needs one more radius step, not two).
+    """
+    m = offs.shape[0]
+    sz, sy, sx = spacing[0], spacing[1], spacing[2]
+    need = np.zeros((kmax + 1, m), np.int64)
+    far = np.empty(m, np.float64)
+    for k in range(1, kmax + 1):
+        t = k * step
+        t2 = t * t
+        rz = int(t / sz) + 1
+        ry = int(t / sy) + 1
+        for j in range(m):
+            far[j] = 0.0
+        for dz in range(-rz, rz + 1):
+            for dy in range(-ry, ry + 1):
+                w = _half_width(t2 - (dz * sz) ** 2 - (dy * sy) ** 2, sx)
+                if w < 0:
+                    continue
+                for j in range(m):
+                    ez = (dz - offs[j, 0]) * sz
+                    ey = (dy - offs[j, 1]) * sy
+                    ex = (w + abs(offs[j, 2])) * sx
+                    d2 = ez * ez + ey * ey + ex * ex
+                    if d2 > far[j]:
+                        far[j] = d2
+        for j in range(m):
+            kk = int(math.sqrt(far[j]) / step)
+            while (kk * step) ** 2 <= far[j]:
+                kk += 1
+            while kk > 1 and ((kk - 1) * step) ** 2 > far[j]:
+                kk -= 1
+            need[k, j] = kk
+    return need
+
+
+@numba.njit(cache=True, nogil=True)
+def mark_centres(kw, core_lo, core_hi, offs, need):
+    """The centre map of a core: ``k`` where the voxel's ball is a centre to paint,
+    ``NOT_A_CENTRE`` for the other phase voxels, 0 outside the phase.
+
+    ``kw`` (uint16) is the window of radius indices ``floor(EDT / step)`` with a halo of
+    the offsets' reach. A ball contained in the ball of a voxel at one of the offsets
+    ``offs`` (``need``, from :func:`containment_table`) adds nothing to what the larger
+    balls paint, so it is not a centre; containment raises the index, so every pruned ball
+    lies in a centre's ball. Where the distance gradient is off the lattice axes, the 26
+    nearest neighbours often miss a containing ball (the binning loses up to one radius
+    step); offsets up to 2 voxels away find more (on the phantom's active material, 19 %
+    fewer centres and 13 % fewer painted rows than the 26 neighbours).
+    """
+    m = offs.shape[0]
+    wz, wy, wx = kw.shape
+    out = np.zeros((core_hi[0] - core_lo[0], core_hi[1] - core_lo[1],
+                    core_hi[2] - core_lo[2]), np.uint16)
+    for z in range(core_lo[0], core_hi[0]):
+        for y in range(core_lo[1], core_hi[1]):
+            for x in range(core_lo[2], core_hi[2]):
+                k = int(kw[z, y, x])
+                if k == 0:
+                    continue
+                mark = k
+                for j in range(m):
+                    zz = z + offs[j, 0]
+                    yy = y + offs[j, 1]
+                    xx = x + offs[j, 2]
+                    if zz < 0 or yy < 0 or xx < 0 or zz >= wz or yy >= wy or xx >= wx:
+                        continue
+                    if int(kw[zz, yy, xx]) >= need[k, j]:
+                        mark = NOT_A_CENTRE
+                        break
+                out[z - core_lo[0], y - core_lo[1], x - core_lo[2]] = mark
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
+    """Radius index ``k`` (radius ``k * step``) of the largest covering ball, per core voxel.
+
+    ``cw`` is a window of the centre map (:func:`mark_centres`); ``core_lo``/``core_hi``
+    bound the core (the output), ``reg_lo``/``reg_hi`` the centres whose ball may reach the
+    core. A voxel ``p`` is covered by centre ``c`` when ``|p - c| < t(c)``; the result is
+    the largest such ``k`` (0 outside the phase). Balls are painted from the largest radius
+    down, each voxel written once (a per-row "next unfilled" forest skips filled runs).
     """
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
-    wz, wy, wx = mask.shape
+    wz, wy, wx = cw.shape
     cz0, cy0, cx0 = core_lo[0], core_lo[1], core_lo[2]
     nz, ny, nx = core_hi[0] - cz0, core_hi[1] - cy0, core_hi[2] - cx0
     out = np.zeros((nz, ny, nx), np.uint16)
-    eps = 1e-9 * step
 
-    # neighbour offsets and their lengths
-    offs = np.empty((26, 3), np.int64)
-    dists = np.empty(26, np.float64)
-    m = 0
-    for a in range(-1, 2):
-        for b in range(-1, 2):
-            for c in range(-1, 2):
-                if a == 0 and b == 0 and c == 0:
-                    continue
-                offs[m, 0] = a
-                offs[m, 1] = b
-                offs[m, 2] = c
-                dists[m] = math.sqrt((a * sz) ** 2 + (b * sy) ** 2 + (c * sx) ** 2)
-                m += 1
-
-    # 1. candidate centres: k per region voxel (0 = not a candidate), then compacted
-    rz0, ry0, rx0 = reg_lo[0], reg_lo[1], reg_lo[2]
-    rk = np.zeros((reg_hi[0] - rz0, reg_hi[1] - ry0, reg_hi[2] - rx0), np.uint16)
+    # 1. the centres whose ball reaches the core
     ncand = 0
     kmax = 0
     for z in range(reg_lo[0], reg_hi[0]):
@@ -75,31 +282,13 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         for y in range(reg_lo[1], reg_hi[1]):
             ddy = max(cy0 - y, y - (core_hi[1] - 1), 0) * sy
             for x in range(reg_lo[2], reg_hi[2]):
-                if mask[z, y, x] == 0:
-                    continue
-                k = int(dt[z, y, x] / step)
-                if k <= 0:
+                k = int(cw[z, y, x])
+                if k == 0 or k == NOT_A_CENTRE:
                     continue
                 t = k * step
                 ddx = max(cx0 - x, x - (core_hi[2] - 1), 0) * sx
                 if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
                     continue  # the ball does not reach the core
-                contained = False
-                for j in range(26):
-                    zz = z + offs[j, 0]
-                    yy = y + offs[j, 1]
-                    xx = x + offs[j, 2]
-                    if zz < 0 or yy < 0 or xx < 0 or zz >= wz or yy >= wy or xx >= wx:
-                        continue
-                    if mask[zz, yy, xx] == 0:
-                        continue
-                    tn = int(dt[zz, yy, xx] / step) * step
-                    if tn >= t + dists[j] - eps:
-                        contained = True
-                        break
-                if contained:
-                    continue
-                rk[z - rz0, y - ry0, x - rx0] = k
                 ncand += 1
                 if k > kmax:
                     kmax = k
@@ -107,14 +296,20 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     candk = np.empty(ncand, np.int64)
     i = 0
     for z in range(reg_lo[0], reg_hi[0]):
+        ddz = max(cz0 - z, z - (core_hi[0] - 1), 0) * sz
         for y in range(reg_lo[1], reg_hi[1]):
+            ddy = max(cy0 - y, y - (core_hi[1] - 1), 0) * sy
             for x in range(reg_lo[2], reg_hi[2]):
-                k = rk[z - rz0, y - ry0, x - rx0]
-                if k > 0:
-                    cand[i] = (z * wy + y) * wx + x
-                    candk[i] = k
-                    i += 1
-    rk = np.zeros((1, 1, 1), np.uint16)  # release
+                k = int(cw[z, y, x])
+                if k == 0 or k == NOT_A_CENTRE:
+                    continue
+                t = k * step
+                ddx = max(cx0 - x, x - (core_hi[2] - 1), 0) * sx
+                if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
+                    continue
+                cand[i] = (z * wy + y) * wx + x
+                candk[i] = k
+                i += 1
 
     # 2. counting sort, largest radius first
     counts = np.zeros(kmax + 2, np.int64)
@@ -136,7 +331,7 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
             base = (z * ny + y) * rowlen
             nxt[base + nx] = nx
             for x in range(nx - 1, -1, -1):
-                if mask[z + cz0, y + cy0, x + cx0] != 0:
+                if cw[z + cz0, y + cy0, x + cx0] != 0:
                     nxt[base + x] = x
                 else:
                     nxt[base + x] = nxt[base + x + 1]
@@ -162,27 +357,16 @@ def paint_balls(mask, dt, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                 if remz <= 0:
                     continue
                 for dy in range(-ry, ry + 1):
-                    rem = remz - (dy * sy) ** 2
-                    if rem <= 0:
-                        continue
-                    w = int(math.sqrt(rem) / sx)
-                    while w >= 0 and (w * sx) ** 2 >= rem:
-                        w -= 1
-                    while ((w + 1) * sx) ** 2 < rem:
-                        w += 1
-                    wtab[dz + rz, dy + ry] = w
+                    wtab[dz + rz, dy + ry] = _half_width(remz - (dy * sy) ** 2, sx)
         flat = cand[ci]
         x = flat % wx
         y = (flat // wx) % wy
         z = flat // (wx * wy)
-        for dz in range(-rz, rz + 1):
+        # only the rows of the ball that lie in the core
+        for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
             zc = z + dz - cz0
-            if zc < 0 or zc >= nz:
-                continue
-            for dy in range(-ry, ry + 1):
+            for dy in range(max(-ry, cy0 - y), min(ry, cy0 + ny - 1 - y) + 1):
                 yc = y + dy - cy0
-                if yc < 0 or yc >= ny:
-                    continue
                 w = wtab[dz + rz, dy + ry]
                 if w < 0:
                     continue

@@ -43,9 +43,10 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..validate import as_volume, check_phase, voxel_spacing
-from ._chunked import core_bounds, overlapped
+from ._chunked import core_bounds, overlapped, work_chunks
 
-__all__ = ["local_thickness", "thickness_summary", "max_inscribed_radius"]
+__all__ = ["local_thickness", "thickness_summary", "max_inscribed_radius", "radius_index_map",
+           "paint_from_centres"]
 
 #: first halo of the pass that finds R, in units of the smallest voxel size
 _FIRST_HALO = 32
@@ -114,27 +115,139 @@ def max_inscribed_radius(phases, phase, *, voxel_size=None) -> float:
         h *= 2
 
 
-def _thickness_block(window, *, depth, reg, spacing, phase, step, radius, out_dtype,
-                     block_info=None):
+#: a centre is tested against the voxels up to this many steps away along each axis
+_CENTRE_REACH = 2
+
+#: chunks of the scratch arrays (in-slice squared distances, radius indices)
+_SCRATCH_CHUNKS = (8, 128, 128)
+
+
+def _squared_in_slice(block, *, target, phase, spacing_yx, block_info=None):
+    """Write the squared in-slice distance (float32, in units of the finer in-slice voxel
+    side squared: integers on isotropic slices; inf on a slice with no outside voxel) of
+    whole slices into ``target``; returns the count of phase voxels."""
+    from ._thickness_kernels import squared_in_slice
+
+    out = np.empty(block.shape, np.float32)
+    work = np.empty(block.shape[1:], np.float64)
+    n = 0
+    for i in range(block.shape[0]):
+        m = np.ascontiguousarray(block[i] == phase, dtype=np.uint8)
+        n += int(np.count_nonzero(m))
+        squared_in_slice(m, float(spacing_yx[0]), float(spacing_yx[1]), work)
+        out[i] = work
+    loc = block_info[0]["array-location"]
+    target[tuple(slice(a, b) for a, b in loc)] = out
+    return np.full((1, 1, 1), n, np.int64)
+
+
+def _radius_index_block(f, *, target, scale, sz, step, cap, block_info=None):
+    from ._thickness_kernels import radius_index_z
+
+    k = np.empty(f.shape, np.uint16)
+    dmax = radius_index_z(np.ascontiguousarray(f), float(scale), float(sz), float(step),
+                          float(cap), k)
+    loc = block_info[0]["array-location"]
+    target[tuple(slice(a, b) for a, b in loc)] = k
+    return np.full((1, 1, 1), dmax, np.float64)
+
+
+def radius_index_map(phases, phase, folder, *, voxel_size=None, cap=np.inf):
+    """Write ``floor(min(EDT, cap) / s)`` of one phase to a Zarr array in ``folder``; returns
+    ``(array, largest EDT)``, ``(None, -1.0)`` when the phase is absent. Computes.
+
+    The exact Euclidean distance transform out of core, with no halo and no bound on the
+    distance known beforehand: the in-slice squared distance of whole slices (``edt``, a
+    few slices per task), written to ``folder``, then the exact 1D lower envelope along z
+    of whole columns (:func:`~bigvol.metrics._thickness_kernels.radius_index_z`). Memory
+    per task is a few slices or a ``Z x 128 x 128`` column, never the volume. The largest
+    EDT is inf when the phase fills the volume.
+    """
+    import zarr
+
+    from ..store import default_compressor
+
+    spacing = voxel_spacing(voxel_size)
+    step = min(spacing)
+    sz, sy, sx = spacing
+    m = min(sy, sx)
+    Z, Y, X = phases.shape
+    root = zarr.open_group(str(folder), mode="w")
+    sq = root.create_array("sq_in_slice", shape=phases.shape, dtype=np.float32,
+                           chunks=tuple(min(c, n) for c, n in zip(_SCRATCH_CHUNKS, phases.shape)),
+                           compressors=default_compressor(1), fill_value=0)
+    # whole slices, as many as one chunk of the scratch array holds (aligned writes)
+    slabs = phases.rechunk((sq.chunks[0], Y, X))
+    n = da.map_blocks(_squared_in_slice, slabs, target=sq, phase=phase, spacing_yx=(sy / m, sx / m),
+                      chunks=tuple((1,) * k for k in slabs.numblocks), dtype=np.int64,
+                      meta=np.empty((0, 0, 0), np.int64))
+    (n,) = dask.compute(n.sum())
+    if n == 0:
+        del root["sq_in_slice"]
+        return None, -1.0
+    kz = root.create_array("radius_index", shape=phases.shape, dtype=np.uint16,
+                           chunks=sq.chunks, compressors=default_compressor(1), fill_value=0)
+    cols = da.from_zarr(sq, chunks=(Z,) + sq.chunks[1:])
+    res = da.map_blocks(_radius_index_block, cols, target=kz, scale=m * m, sz=sz, step=step,
+                        cap=cap, chunks=tuple((1,) * n for n in cols.numblocks),
+                        dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+    (dmax,) = dask.compute(res.max())
+    del root["sq_in_slice"]
+    return kz, float(dmax)
+
+
+def _centre_map(kz, folder, spacing, kmax):
+    """Write the centre map (:func:`~bigvol.metrics._thickness_kernels.mark_centres`) of a
+    radius-index array beside it: a halo of the test's reach, every voxel tested once."""
+    import zarr
+
+    from ..store import default_compressor
+
+    from ._thickness_kernels import containment_table, neighbour_offsets
+
+    offs = neighbour_offsets(spacing, _CENTRE_REACH)
+    need = containment_table(int(kmax), np.array(spacing, np.float64), float(min(spacing)),
+                             offs)
+    halo = (_CENTRE_REACH,) * 3
+    root = zarr.open_group(str(folder), mode="a")
+    cz = root.create_array("centres", shape=kz.shape, dtype=np.uint16, chunks=kz.chunks,
+                           compressors=default_compressor(1), fill_value=0)
+    k = da.from_zarr(kz)
+    k = k.rechunk(work_chunks(k, halo, max_window=_PAINT_WINDOW_VOXELS // 4))
+    win, depth = overlapped(k, halo)
+    cmap = da.map_blocks(_centres_block, win, depth=depth, offs=offs, need=need,
+                         chunks=_core_chunks(win, depth), dtype=np.uint16,
+                         meta=np.empty((0, 0, 0), np.uint16))
+    da.store(cmap.rechunk(kz.chunks), cz, lock=False)  # cores are whole chunks: a split
+    del root["radius_index"]
+    return cz
+
+
+def _centres_block(window, *, depth, offs, need, block_info=None):
+    from ._thickness_kernels import mark_centres
+
+    lo, hi = core_bounds(block_info, depth, window.shape)
+    return mark_centres(np.ascontiguousarray(window), np.array(lo, np.int64),
+                        np.array(hi, np.int64), offs, need)
+
+
+def _thickness_block(window, *, depth, reg, spacing, step, out_dtype, block_info=None):
     from ._thickness_kernels import paint_balls
 
-    mask = np.ascontiguousarray(window == phase, dtype=np.uint8)
     lo, hi = core_bounds(block_info, depth, window.shape)
-    if not mask.any():
+    if not window.any():
         return np.zeros(tuple(b - a for a, b in zip(lo, hi)), out_dtype)
-    dt = _edt(mask, spacing)
-    # balls larger than the cap are shrunk to it; min(EDT, R) is exact with a halo R
-    np.minimum(dt, np.float32(radius), out=dt)
     reg_lo = np.array([max(a - r, 0) for a, r in zip(lo, reg)], np.int64)
     reg_hi = np.array([min(b + r, w) for b, r, w in zip(hi, reg, window.shape)], np.int64)
     k = paint_balls(
-        mask, dt, np.array(lo, np.int64), np.array(hi, np.int64), reg_lo, reg_hi,
-        np.array(spacing, np.float64), float(step),
+        np.ascontiguousarray(window), np.array(lo, np.int64), np.array(hi, np.int64), reg_lo,
+        reg_hi, np.array(spacing, np.float64), float(step),
     )
     return (k.astype(np.float64) * (2.0 * step)).astype(out_dtype)
 
 
-def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=np.float32):
+def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=np.float32,
+                    scratch=None):
     """Local thickness of one phase: the diameter of the largest inscribed ball covering each voxel.
 
     Hildebrand & Rüegsegger (1997), *J. Microsc.* 185:67-75, with physical balls on
@@ -144,9 +257,14 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
 
     ``EDT(c)`` is the distance (nm) from ``c`` to the nearest voxel centre outside the phase
     and ``s`` the smallest voxel size, so values are multiples of ``2 s`` (PoreSpy's
-    integer-radius convention on isotropic voxels). Computed lazily chunk by chunk with a
-    halo of ``2R`` from the largest radius ``R``; the result does not depend on the
+    integer-radius convention on isotropic voxels). The result does not depend on the
     chunking (see the module docstring for the argument).
+
+    Two passes. The first computes the exact EDT out of core and writes ``t / s`` as uint16
+    to ``scratch`` (:func:`radius_index_map`; this computes). The second, returned lazily,
+    paints the balls in windows of that map with a halo of the largest radius ``R``; its
+    windows are whole multiples of the input chunks sized so that the halo costs little and
+    a window stays under ~48 Mi voxels (~0.6 GB per task) where ``R`` allows.
 
     Parameters
     ----------
@@ -157,20 +275,22 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     voxel_size : sequence of 3 floats, optional
         (z, y, x) voxel size in nm; None means unit voxels (result in voxels).
     max_diameter : float, optional
-        The largest diameter measured (nm, or voxels); sets the halo (``max_diameter`` + 2
-        voxels) and keeps the call fully lazy. By default it is the largest in the volume,
-        measured first (one chunked pass that computes a single number,
-        :func:`max_inscribed_radius`), and the result is exact. A smaller value caps the
-        balls at that diameter: parts thicker than the cap read about the cap (thinner
-        parts are exact), which bounds the windows (memory ~ (chunk + 2 max_diameter)^3)
-        for coarse phases such as the active material.
+        Caps the balls at this diameter (nm, or voxels): parts thicker than the cap read
+        about the cap (thinner parts are exact), which bounds the halo (``max_diameter / 2``
+        + 1 voxel) for coarse phases such as the active material.
     dtype : float32 or float16
         Output type; float16 halves the size (relative precision 5e-4, max 65504).
+    scratch : path, optional
+        Folder for the radius map (2 bytes per voxel, compressed; on a cluster, a folder
+        every worker can reach, e.g. beside the run). Default: a temporary folder. A new
+        subfolder is made per call and removed when the returned array is garbage
+        collected.
 
     Returns
     -------
     dask.array.Array
-        Same shape as ``phases``; local thickness (diameter) in nm, 0 outside the phase.
+        Same shape and chunks as ``phases``; local thickness (diameter) in nm, 0 outside
+        the phase.
 
     Examples
     --------
@@ -180,6 +300,11 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     >>> float(lt[0, 4, 0]), float(lt[0, 0, 0])
     (120.0, 0.0)
     """
+    import shutil
+    import tempfile
+    import weakref
+    from pathlib import Path
+
     phases = as_volume(phases)
     phase = check_phase(phase)
     spacing = voxel_spacing(voxel_size)
@@ -187,38 +312,75 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     if dtype not in (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)):
         raise ConfigError(f"dtype must be float32, float16 or float64, got {dtype}")
     step = min(spacing)
-    if max_diameter is None:
-        radius = max_inscribed_radius(phases, phase, voxel_size=voxel_size)
-    else:
+    cap = np.inf
+    if max_diameter is not None:
         try:
-            radius = float(max_diameter) / 2.0
+            cap = float(max_diameter) / 2.0
         except (TypeError, ValueError):
             raise ConfigError(f"max_diameter must be a number, got {max_diameter!r}") from None
-        if not (math.isfinite(radius) and radius >= 0):
+        if not (math.isfinite(cap) and cap >= 0):
             raise ConfigError(f"max_diameter must be a non-negative number, got {max_diameter!r}")
-    if dtype == np.float16 and 2 * radius > 65504:
-        raise ConfigError(
-            f"dtype float16 cannot hold diameters up to {2 * radius:g}; use float32"
-        )
-    if radius / step > 65000:
-        raise InputError(
-            f"largest inscribed radius {radius:g} is over 65000 voxels; local thickness "
-            "is not supported at that scale"
-        )
-    if radius == 0:
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bigvol-thickness-", dir=scratch))
+    try:
+        kz, dmax = radius_index_map(phases, phase, folder / "map.zarr", voxel_size=voxel_size,
+                                    cap=cap)
+        if dmax == np.inf and not math.isfinite(cap):
+            raise InputError(
+                f"phase {phase} fills the whole volume: no voxel lies outside it, so its "
+                "local thickness is undefined"
+            )
+        radius = min(dmax, cap)
+        if radius / step > 65000:
+            raise InputError(
+                f"largest inscribed radius {radius:g} is over 65000 voxels; local thickness "
+                "is not supported at that scale"
+            )
+        if dtype == np.float16 and 2 * radius > 65504:
+            raise ConfigError(
+                f"dtype float16 cannot hold diameters up to {2 * radius:g}; use float32")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if radius < step:  # absent (dmax -1), or capped below one voxel: nothing to paint
+        shutil.rmtree(folder, ignore_errors=True)
         return da.zeros(phases.shape, dtype=dtype, chunks=phases.chunks)
-    # halo 2R (+2 voxels for the neighbour test of the pruning); centres within R (+1)
-    depth = [math.ceil(2 * radius / s) + 2 for s in spacing]
-    reg = [math.ceil(radius / s) + 1 for s in spacing]
-    win, depth = overlapped(phases, depth)
+    try:
+        cz = _centre_map(kz, folder / "map.zarr", spacing, int(radius / step))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    weakref.finalize(cz, shutil.rmtree, str(folder), ignore_errors=True)
+    return paint_from_centres(da.from_zarr(cz), radius, spacing=spacing, dtype=dtype,
+                              chunks=phases.chunks)
+
+
+def paint_from_centres(centres: da.Array, radius: float, *, spacing, dtype=np.float32,
+                       chunks=None) -> da.Array:
+    """The painting pass of :func:`local_thickness`, lazy: a centre map (uint16,
+    :func:`~bigvol.metrics._thickness_kernels.mark_centres`) whose largest ball radius is
+    ``radius`` -> the local thickness (diameter) in ``chunks``. Windows are whole multiples
+    of ``centres``' chunks with a halo of ``radius`` (only centres within ``R`` of a core
+    reach it), sized by :func:`~bigvol.metrics._chunked.work_chunks`."""
+    step = min(spacing)
+    reg = [math.ceil(radius / s) for s in spacing]
+    cmap = centres.rechunk(work_chunks(centres, reg, max_window=_PAINT_WINDOW_VOXELS))
+    win, depth = overlapped(cmap, reg)
     out = da.map_blocks(
-        _thickness_block, win, depth=depth, reg=reg, spacing=spacing, phase=phase,
-        step=step, radius=radius, out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
+        _thickness_block, win, depth=depth, reg=reg, spacing=spacing, step=step,
+        out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
         meta=np.empty((0, 0, 0), dtype),
     )
-    if out.chunks != phases.chunks:
-        out = out.rechunk(phases.chunks)
+    chunks = centres.chunks if chunks is None else chunks
+    if out.chunks != chunks:
+        out = out.rechunk(chunks)
     return out
+
+
+#: windows of the painting pass: uint16 window + radius map of the centres + row forest and
+#: output of the core, ~10 bytes per voxel: 64 Mi voxels is ~0.6 GB per task
+_PAINT_WINDOW_VOXELS = 64 * 2**20
 
 
 def _core_chunks(win: da.Array, depth) -> tuple:
