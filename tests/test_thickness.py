@@ -129,6 +129,46 @@ def test_paint_pass_lazy_once_per_window_and_scratch_removed(tmp_path):
     assert not folder.exists()  # the scratch goes with the array
 
 
+@pytest.mark.parametrize("window", [12**3, 20**3])
+def test_small_paint_windows_equal_one_window(monkeypatch, window):
+    # the painting's windows are sized by a memory budget; with a tiny budget every window
+    # has centres in its halo on all sides whose balls reach into the core (and past it)
+    import bigvol.metrics.thickness as T
+
+    v = np.zeros((30, 64, 60), np.uint8)
+    z, y, x = np.mgrid[:30, :64, :60]
+    for cz, cy, cx, r in ((12, 20, 18, 11), (15, 44, 40, 13), (8, 50, 12, 6)):
+        v[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 < r * r] = 1
+    v |= three_phase(v.shape, seed=4, sigma=1.3) == 1
+    ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
+    monkeypatch.setattr(T, "_PAINT_WINDOW_VOXELS", window)
+    got = local_thickness(da.from_array(v, chunks=(6, 8, 8)), 1, voxel_size=(50, 30, 30))
+    np.testing.assert_array_equal(got.compute(), ref)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_paint_kernel_core_equals_whole_window(seed):
+    # a core's painting from the centres of its whole window equals the whole window's
+    # painting on that core: balls whose centres lie past the core's right edge paint only
+    # their rows that reach it (a row's forest is never read past its end)
+    import edt
+
+    from bigvol.metrics import _thickness_kernels as K
+
+    sp, step = np.array([50.0, 30.0, 30.0]), 30.0
+    v = three_phase((40, 64, 96), seed=seed, sigma=3.0) == 1
+    k = np.floor(edt.edt(v.astype(np.uint8), anisotropy=tuple(sp), black_border=False)
+                 / step).astype(np.uint16)
+    lo, hi = np.zeros(3, np.int64), np.array(k.shape, np.int64)
+    offs = K.neighbour_offsets(sp, 2)
+    c = K.mark_centres(k, lo, hi, offs, K.containment_table(int(k.max()), sp, step, offs))
+    whole = K.paint_balls(c, lo, hi, lo, hi, sp, step)
+    for x0 in range(0, 96, 16):
+        clo, chi = np.array([12, 20, x0]), np.array([28, 44, x0 + 16])
+        core = K.paint_balls(c, clo, chi, lo, hi, sp, step)
+        np.testing.assert_array_equal(core, whole[12:28, 20:44, x0:x0 + 16])
+
+
 def test_paint_windows_are_few_and_bounded():
     from bigvol.metrics._chunked import work_chunks
 
