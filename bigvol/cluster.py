@@ -59,7 +59,7 @@ def _cuda_available() -> bool:
 def worker_plan(*, workers=None, threads_per_worker=None, memory_limit=None, memory_budget=None):
     """Workers, threads per worker and per-worker memory for a LocalCluster on this machine.
 
-    One thread per worker by default: the per-chunk libraries (cc3d, edt, torch with its
+    One thread per worker by default: the per-chunk libraries (cc3d, numba kernels, torch with its
     own threads) release the GIL but each chunk task is heavy, so processes with one thread
     give the most predictable memory. ``memory_budget`` (bytes or "48GB") is split evenly.
     """

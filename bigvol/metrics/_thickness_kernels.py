@@ -127,7 +127,8 @@ def radius_index_z(f, scale, sz, step, cap, out):
     a = sz * sz
     v = np.empty(nz, np.int64)
     zb = np.empty(nz + 1, np.float64)
-    g = np.empty((w, nz), np.float64)
+    g = np.empty((w, nz), np.float64)  # one row of columns, transposed: columns contiguous
+    kb = np.empty((w, nz), np.uint16)
     d = np.empty(nz, np.float64)
     dmax = -1.0
     for y in range(h):
@@ -135,17 +136,21 @@ def radius_index_z(f, scale, sz, step, cap, out):
             for x in range(w):
                 g[x, q] = scale * f[q, y, x]
         for x in range(w):
-            _envelope(g[x], a, v, zb, d)
+            gx = g[x]
+            _envelope(gx, a, v, zb, d)
             for q in range(nz):
-                if g[x, q] == 0:
-                    out[q, y, x] = 0
+                if gx[q] == 0:
+                    kb[x, q] = 0
                     continue
                 dq = math.sqrt(d[q])
                 if dq > dmax:
                     dmax = dq
                 if dq > cap:
                     dq = cap
-                out[q, y, x] = int(dq / step)
+                kb[x, q] = int(dq / step)
+        for q in range(nz):  # back in (z, y, x) order, rows written whole
+            for x in range(w):
+                out[q, y, x] = kb[x, q]
     return dmax
 
 

@@ -7,30 +7,39 @@ lies inside the phase and covers ``p``::
 
 where ``|.|`` is the physical (nm) distance, so balls are physical balls whatever the voxel
 anisotropy, and ``t(c)`` is the distance from the centre ``c`` to the nearest voxel outside
-the phase (the Euclidean distance transform, from :mod:`edt`), binned down to a multiple of
+the phase (the exact Euclidean distance transform), binned down to a multiple of
 the smallest voxel size ``s``: ``t(c) = floor(EDT(c) / s) * s``. On isotropic voxels this is
 exactly the integer-radius convention of PoreSpy's ``local_thickness`` (which returns the
 radius; bigvol returns the diameter). A slab ``n`` voxels thick measures ``n`` voxels when
 ``n`` is even and ``n + 1`` when odd (ball centres sit on voxel centres and balls reach the
 centres of the first outside voxels); the edges of the volume are not phase boundaries (the
-phase is taken to continue beyond them, as ``edt``/PoreSpy do).
+phase is taken to continue beyond them, as ``edt`` and PoreSpy do).
 
 Out of core
 -----------
-Two chunked passes over the phase mask, each a ``map_blocks`` over overlapping windows:
+Four chunked passes; the first three compute and write to a scratch folder, the fourth is
+returned lazily. None needs a bound on the radius beforehand.
 
-1. ``R`` = the largest EDT value, from a per-window EDT with a halo ``h``. A window EDT is
-   never below the true one (it sees fewer outside voxels) and equals it wherever it is
-   ``<= h`` (the true nearest outside voxel is then within ``h``, hence inside the window).
-   So if the largest windowed value is ``<= h`` it is exact; otherwise ``h`` doubles. This
-   is the one number computed eagerly (pass ``max_diameter`` to skip it).
-2. The thickness of a core voxel ``p`` only depends on centres ``c`` with ``|p - c| < R``,
-   whose EDT needs the outside voxels within ``R`` of them: a halo of ``2R`` (plus two
-   voxels for the neighbour test of the ball pruning) makes every window's answer equal to
-   the whole-volume answer, hence independent of the chunking.
+1. **In-slice distances**: the squared distance of every voxel to the nearest outside voxel
+   of its own slice (a two-sweep distance along x, then the lower envelope of parabolas
+   along y), a few whole slices per task.
+2. **Along z**: the exact 3D EDT is the lower envelope along z of those squared distances
+   (Felzenszwalb & Huttenlocher 2012): whole columns per task, no halo. It gives ``k =
+   floor(EDT / s)`` per voxel and the largest EDT ``R``.
+3. **Centres**: a ball contained in the ball of a voxel up to two steps away adds nothing
+   (the containment is tested exactly on the lattice,
+   :func:`~bigvol.metrics._thickness_kernels.containment_table`); the others are centres.
+   A halo of 2 voxels.
+4. **Painting**: the thickness of a core voxel ``p`` only depends on centres ``c`` with
+   ``|p - c| < t(c) <= R``, so windows of the centre map with a halo of ``R`` give every
+   core the whole-volume answer, independent of the chunking. Balls are painted from the
+   largest down, each voxel once, skipping rows (and tiles of rows) already painted.
 
-Peak memory is that of a few windows ``(chunk + 4R)^3`` (mask, float32 EDT, output), never
-of the volume.
+The windows of passes 3-4 are whole multiples of the chunks, sized so that the halo costs
+little and a window stays under a fixed budget of voxels where ``R`` allows
+(:func:`~bigvol.metrics._chunked.work_chunks`); passes 1-2 hold a few slices or one
+column block. Peak memory follows those sizes, not the volume; the scratch is ~2-6
+bytes per voxel before compression, removed as each pass ends.
 """
 
 from __future__ import annotations
@@ -48,36 +57,14 @@ from ._chunked import core_bounds, overlapped, work_chunks
 __all__ = ["local_thickness", "thickness_summary", "max_inscribed_radius", "radius_index_map",
            "paint_from_centres"]
 
-#: first halo of the pass that finds R, in units of the smallest voxel size
-_FIRST_HALO = 32
 
-
-def _edt(mask: np.ndarray, spacing) -> np.ndarray:
-    import edt
-
-    return edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), anisotropy=spacing,
-                   black_border=False, parallel=1)
-
-
-def _radius_block(window, *, depth, spacing, phase, block_info=None):
-    mask = window == phase
-    lo, hi = core_bounds(block_info, depth, window.shape)
-    core = tuple(slice(a, b) for a, b in zip(lo, hi))
-    out = np.zeros((1, 1, 1, 2), np.float64)
-    n = int(np.count_nonzero(mask[core]))
-    out[..., 1] = n
-    if n:
-        out[..., 0] = float(_edt(mask, spacing)[core][mask[core]].max())
-    return out
-
-
-def max_inscribed_radius(phases, phase, *, voxel_size=None) -> float:
+def max_inscribed_radius(phases, phase, *, voxel_size=None, scratch=None) -> float:
     """Largest distance from a voxel of ``phase`` to the nearest voxel outside it.
 
     The radius of the largest inscribed ball (before binning), in nm (voxels when
-    ``voxel_size`` is None); 0.0 when the phase is absent. Computed chunk by chunk with a
-    halo that doubles until the windowed distance transform is provably exact (see the
-    module docstring); this computes.
+    ``voxel_size`` is None); 0.0 when the phase is absent. The exact EDT out of core
+    (:func:`radius_index_map`, in a temporary folder under ``scratch``, removed after);
+    this computes.
 
     Examples
     --------
@@ -86,33 +73,22 @@ def max_inscribed_radius(phases, phase, *, voxel_size=None) -> float:
     >>> max_inscribed_radius(v, 1)
     3.0
     """
+    import shutil
+    import tempfile
+
     phases = as_volume(phases)
     phase = check_phase(phase)
-    spacing = voxel_spacing(voxel_size)
-    smin = min(spacing)
-    h = _FIRST_HALO * smin
-    while True:
-        depth = [math.ceil(h / s) for s in spacing]
-        win, depth = overlapped(phases, depth)
-        nb = win.numblocks
-        res = da.map_blocks(
-            _radius_block, win, depth=depth, spacing=spacing, phase=phase,
-            chunks=tuple((1,) * n for n in nb) + ((2,),), new_axis=3, dtype=np.float64,
-            meta=np.empty((0, 0, 0, 0), np.float64),
+    folder = tempfile.mkdtemp(prefix="bigvol-radius-", dir=scratch)
+    try:
+        _, r = radius_index_map(phases, phase, f"{folder}/map.zarr", voxel_size=voxel_size)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if r == np.inf:
+        raise InputError(
+            f"phase {phase} fills the whole volume: no voxel lies outside it, so its "
+            "local thickness is undefined"
         )
-        r, n = dask.compute(res[..., 0].max(), res[..., 1].sum())
-        r = float(r)
-        if n == 0:
-            return 0.0
-        whole = not any(depth)  # every window is the whole array: exact
-        if math.isfinite(r) and (r <= h or whole):
-            return r
-        if whole:
-            raise InputError(
-                f"phase {phase} fills the whole volume: no voxel lies outside it, so its "
-                "local thickness is undefined"
-            )
-        h *= 2
+    return max(r, 0.0)
 
 
 #: a centre is tested against the voxels up to this many steps away along each axis
@@ -157,9 +133,10 @@ def radius_index_map(phases, phase, folder, *, voxel_size=None, cap=np.inf):
     ``(array, largest EDT)``, ``(None, -1.0)`` when the phase is absent. Computes.
 
     The exact Euclidean distance transform out of core, with no halo and no bound on the
-    distance known beforehand: the in-slice squared distance of whole slices (``edt``, a
-    few slices per task), written to ``folder``, then the exact 1D lower envelope along z
-    of whole columns (:func:`~bigvol.metrics._thickness_kernels.radius_index_z`). Memory
+    distance known beforehand: the in-slice squared distance of whole slices
+    (:func:`~bigvol.metrics._thickness_kernels.squared_in_slice`, a few slices per task),
+    written to ``folder``, then the exact 1D lower envelope along z of whole columns
+    (:func:`~bigvol.metrics._thickness_kernels.radius_index_z`). Memory
     per task is a few slices or a ``Z x 128 x 128`` column, never the volume. The largest
     EDT is inf when the phase fills the volume.
     """
@@ -202,7 +179,6 @@ def _centre_map(kz, folder, spacing, kmax):
     import zarr
 
     from ..store import default_compressor
-
     from ._thickness_kernels import containment_table, neighbour_offsets
 
     offs = neighbour_offsets(spacing, _CENTRE_REACH)
@@ -264,11 +240,11 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     integer-radius convention on isotropic voxels). The result does not depend on the
     chunking (see the module docstring for the argument).
 
-    Two passes. The first computes the exact EDT out of core and writes ``t / s`` as uint16
-    to ``scratch`` (:func:`radius_index_map`; this computes). The second, returned lazily,
-    paints the balls in windows of that map with a halo of the largest radius ``R``; its
-    windows are whole multiples of the input chunks sized so that the halo costs little and
-    a window stays under ~48 Mi voxels (~0.6 GB per task) where ``R`` allows.
+    The exact EDT (:func:`radius_index_map`) and the map of ball centres are computed now
+    and written to ``scratch``; the painting is returned lazily
+    (:func:`paint_from_centres`): windows of the centre map with a halo of the largest
+    radius ``R``, whole multiples of its chunks, sized so that the halo costs little and a
+    window stays under ~64 Mi voxels (~0.7 GB per task) where ``R`` allows.
 
     Parameters
     ----------
@@ -280,15 +256,15 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
         (z, y, x) voxel size in nm; None means unit voxels (result in voxels).
     max_diameter : float, optional
         Caps the balls at this diameter (nm, or voxels): parts thicker than the cap read
-        about the cap (thinner parts are exact), which bounds the halo (``max_diameter / 2``
-        + 1 voxel) for coarse phases such as the active material.
+        about the cap (thinner parts are exact), which bounds the painting's halo
+        (``max_diameter / 2``) for coarse phases such as the active material.
     dtype : float32 or float16
         Output type; float16 halves the size (relative precision 5e-4, max 65504).
     scratch : path, optional
-        Folder for the radius map (2 bytes per voxel, compressed; on a cluster, a folder
-        every worker can reach, e.g. beside the run). Default: a temporary folder. A new
-        subfolder is made per call and removed when the returned array is garbage
-        collected.
+        Folder for the distance passes (4 then 2 bytes per voxel before compression; on a
+        cluster, a folder every worker can reach: the analyze stage uses one beside the
+        run). Default: a temporary folder. A new subfolder is made per call; it holds the
+        centre map until the returned array is garbage collected.
 
     Returns
     -------
