@@ -180,10 +180,12 @@ def test_paint_windows_are_few_and_bounded():
     assert np.prod([c + 80 for c in core]) <= 64 * 2**20
     halo_cost = np.prod([(c + 80) / c for c in core])
     assert halo_cost < 2.5  # (32, 256, 256) cores would cost 12.6x their volume
-    # a halo larger than any fitting window: the smallest windows, not a whole volume
+    # a halo larger than any fitting window: the smallest cores that are still no thinner
+    # than the halo (or a whole axis, which needs none)
     ch = work_chunks(x, (300, 300, 300), max_window=64 * 2**20, slots=2)
-    assert [c[0] for c in ch] == [300 if 300 % 32 == 0 else 320, 512, 512] or \
-        np.prod([min(c[0] + 600, n) for c, n in zip(ch, x.shape)]) < 1000 * 1024 * 1024
+    for c, n in zip(ch, x.shape):
+        assert c[0] >= 300 or len(c) == 1
+    assert [c[0] for c in ch] == [320, 1024, 1024]
 
 
 def test_float16_and_absent_phase():

@@ -188,8 +188,8 @@ def _centre_map(kz, folder, spacing, kmax):
     root = zarr.open_group(str(folder), mode="a")
     cz = root.create_array("centres", shape=kz.shape, dtype=np.uint16, chunks=kz.chunks,
                            compressors=default_compressor(1), fill_value=0)
-    k = da.from_zarr(kz)
-    k = k.rechunk(work_chunks(k, halo, max_window=_PAINT_WINDOW_VOXELS // 4))
+    grid = da.empty(kz.shape, dtype=np.uint16, chunks=kz.chunks)
+    k = da.from_zarr(kz, chunks=work_chunks(grid, halo, max_window=_PAINT_WINDOW_VOXELS // 4))
     win, depth = overlapped(k, halo)
     cmap = da.map_blocks(_centres_block, win, depth=depth, offs=offs, need=need,
                          chunks=_core_chunks(win, depth), dtype=np.uint16,
@@ -244,7 +244,7 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     and written to ``scratch``; the painting is returned lazily
     (:func:`paint_from_centres`): windows of the centre map with a halo of the largest
     radius ``R``, whole multiples of its chunks, sized so that the halo costs little and a
-    window stays under ~64 Mi voxels (~0.7 GB per task) where ``R`` allows.
+    window stays under ~48 Mi voxels (~0.6 GB per task) where ``R`` allows.
 
     Parameters
     ----------
@@ -332,35 +332,42 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
         shutil.rmtree(folder, ignore_errors=True)
         raise
     weakref.finalize(cz, shutil.rmtree, str(folder), ignore_errors=True)
-    return paint_from_centres(da.from_zarr(cz), radius, spacing=spacing, dtype=dtype,
-                              chunks=phases.chunks)
+    return paint_from_centres(cz, radius, spacing=spacing, dtype=dtype, chunks=phases.chunks)
 
 
-def paint_from_centres(centres: da.Array, radius: float, *, spacing, dtype=np.float32,
+def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
                        chunks=None) -> da.Array:
     """The painting pass of :func:`local_thickness`, lazy: a centre map (uint16,
-    :func:`~bigvol.metrics._thickness_kernels.mark_centres`) whose largest ball radius is
-    ``radius`` -> the local thickness (diameter) in ``chunks``. Windows are whole multiples
-    of ``centres``' chunks with a halo of ``radius`` (only centres within ``R`` of a core
-    reach it), sized by :func:`~bigvol.metrics._chunked.work_chunks`."""
+    :func:`~bigvol.metrics._thickness_kernels.mark_centres`; a Zarr array, read window by
+    window, or a dask array) whose largest ball radius is ``radius`` -> the local thickness
+    (diameter) in ``chunks`` (default: the centre map's).
+
+    Windows have a halo of ``radius`` (only centres within ``R`` of a core reach it); their
+    cores are whole multiples of ``chunks`` (the output is then only split, never waited
+    for), sized by :func:`~bigvol.metrics._chunked.work_chunks`."""
     step = min(spacing)
     reg = [math.ceil(radius / s) for s in spacing]
-    cmap = centres.rechunk(work_chunks(centres, reg, max_window=_PAINT_WINDOW_VOXELS))
+    if chunks is None:
+        chunks = centres.chunks
+    grid = da.empty(centres.shape, dtype=np.uint16, chunks=chunks)
+    work = work_chunks(grid, reg, max_window=_PAINT_WINDOW_VOXELS)
+    if isinstance(centres, da.Array):
+        cmap = centres.rechunk(work)
+    else:  # one read per core, not a merge of small chunks held in memory
+        cmap = da.from_zarr(centres, chunks=work)
     win, depth = overlapped(cmap, reg)
     out = da.map_blocks(
         _thickness_block, win, depth=depth, reg=reg, spacing=spacing, step=step,
         out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
         meta=np.empty((0, 0, 0), dtype),
     )
-    chunks = centres.chunks if chunks is None else chunks
-    if out.chunks != chunks:
-        out = out.rechunk(chunks)
-    return out
+    return out if out.chunks == chunks else out.rechunk(chunks)
 
 
-#: windows of the painting pass: uint16 window + radius map of the centres + row forest and
-#: output of the core, ~10 bytes per voxel: 64 Mi voxels is ~0.6 GB per task
-_PAINT_WINDOW_VOXELS = 64 * 2**20
+#: windows of the painting pass: the uint16 window and its pieces, then per core voxel the
+#: row forest, the radius index and the output, ~12 bytes per window voxel: 48 Mi voxels is
+#: ~0.6 GB per task
+_PAINT_WINDOW_VOXELS = 48 * 2**20
 
 
 def _core_chunks(win: da.Array, depth) -> tuple:
