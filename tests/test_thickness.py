@@ -183,8 +183,7 @@ def test_paint_windows_are_few_and_bounded():
     # a halo larger than any fitting window: the smallest cores that are still no thinner
     # than the halo (or a whole axis, which needs none)
     ch = work_chunks(x, (300, 300, 300), max_window=64 * 2**20, slots=2)
-    for c, n in zip(ch, x.shape):
-        assert c[0] >= 300 or len(c) == 1
+    assert all(c[0] >= 300 or len(c) == 1 for c in ch)
     assert [c[0] for c in ch] == [320, 1024, 1024]
 
 
