@@ -43,10 +43,9 @@ def core_bounds(block_info, depth, window_shape):
     return lo, hi
 
 
-#: the most voxels one window (core + halo) of a halo-heavy pass may have. The thickness
-#: kernel holds ~12 bytes per window voxel (the window, its mask, a float32 distance map,
-#: the row forest and the output of the core), so a window of 48 Mi voxels is ~0.6 GB per
-#: task whatever the size of the volume.
+#: the most voxels one window (core + halo) of a halo-heavy pass may have by default; a
+#: pass that holds ~12 bytes per window voxel then needs ~0.6 GB per task whatever the size
+#: of the volume (the thickness passes set their own budgets)
 MAX_WINDOW_VOXELS = 48 * 2**20
 
 
@@ -85,9 +84,8 @@ def work_chunks(x: da.Array, depth: Sequence[int], *, max_window: int = MAX_WIND
             nb = -(-n // core)
             if nb > 1 and core < d:
                 continue
-            if nb == 1 or d == 0:
-                opts.append((core, nb, n if nb == 1 else n + 2 * d * (nb - 1),
-                             n if nb == 1 else min(core + 2 * d, n)))
+            if nb == 1:  # the whole axis: no halo
+                opts.append((core, 1, n, n))
             else:
                 opts.append((core, nb, n + 2 * d * (nb - 1), min(core + 2 * d, n)))
             if nb == 1:
