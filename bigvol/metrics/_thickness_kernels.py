@@ -269,6 +269,36 @@ def mark_centres(kw, core_lo, core_hi, offs, need):
 
 
 @numba.njit(cache=True, nogil=True)
+def _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step, cand, candk):
+    """Count the centres of ``cw`` in the region whose ball reaches the core, and their
+    largest index; with ``cand``/``candk`` of that length, also list their flat window
+    index and radius index."""
+    wz, wy, wx = cw.shape
+    fill = cand.shape[0] > 0
+    n = 0
+    kmax = 0
+    for z in range(reg_lo[0], reg_hi[0]):
+        ddz = max(core_lo[0] - z, z - (core_hi[0] - 1), 0) * spacing[0]
+        for y in range(reg_lo[1], reg_hi[1]):
+            ddy = max(core_lo[1] - y, y - (core_hi[1] - 1), 0) * spacing[1]
+            for x in range(reg_lo[2], reg_hi[2]):
+                k = int(cw[z, y, x])
+                if k == 0 or k == NOT_A_CENTRE:
+                    continue
+                t = k * step
+                ddx = max(core_lo[2] - x, x - (core_hi[2] - 1), 0) * spacing[2]
+                if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
+                    continue  # the ball does not reach the core
+                if fill:
+                    cand[n] = (z * wy + y) * wx + x
+                    candk[n] = k
+                n += 1
+                if k > kmax:
+                    kmax = k
+    return n, kmax
+
+
+@numba.njit(cache=True, nogil=True)
 def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     """Radius index ``k`` (radius ``k * step``) of the largest covering ball, per core voxel.
 
@@ -284,42 +314,12 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     nz, ny, nx = core_hi[0] - cz0, core_hi[1] - cy0, core_hi[2] - cx0
     out = np.zeros((nz, ny, nx), np.uint16)
 
-    # 1. the centres whose ball reaches the core
-    ncand = 0
-    kmax = 0
-    for z in range(reg_lo[0], reg_hi[0]):
-        ddz = max(cz0 - z, z - (core_hi[0] - 1), 0) * sz
-        for y in range(reg_lo[1], reg_hi[1]):
-            ddy = max(cy0 - y, y - (core_hi[1] - 1), 0) * sy
-            for x in range(reg_lo[2], reg_hi[2]):
-                k = int(cw[z, y, x])
-                if k == 0 or k == NOT_A_CENTRE:
-                    continue
-                t = k * step
-                ddx = max(cx0 - x, x - (core_hi[2] - 1), 0) * sx
-                if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
-                    continue  # the ball does not reach the core
-                ncand += 1
-                if k > kmax:
-                    kmax = k
+    # 1. the centres whose ball reaches the core: counted, then listed
+    ncand, kmax = _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step,
+                                    np.empty(0, np.int64), np.empty(0, np.int64))
     cand = np.empty(ncand, np.int64)
     candk = np.empty(ncand, np.int64)
-    i = 0
-    for z in range(reg_lo[0], reg_hi[0]):
-        ddz = max(cz0 - z, z - (core_hi[0] - 1), 0) * sz
-        for y in range(reg_lo[1], reg_hi[1]):
-            ddy = max(cy0 - y, y - (core_hi[1] - 1), 0) * sy
-            for x in range(reg_lo[2], reg_hi[2]):
-                k = int(cw[z, y, x])
-                if k == 0 or k == NOT_A_CENTRE:
-                    continue
-                t = k * step
-                ddx = max(cx0 - x, x - (core_hi[2] - 1), 0) * sx
-                if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
-                    continue
-                cand[i] = (z * wy + y) * wx + x
-                candk[i] = k
-                i += 1
+    _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step, cand, candk)
 
     # 2. counting sort, largest radius first
     counts = np.zeros(kmax + 2, np.int64)
