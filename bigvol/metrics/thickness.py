@@ -44,6 +44,7 @@ bytes per voxel before compression, removed as each pass ends.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import dask
@@ -94,8 +95,21 @@ def max_inscribed_radius(phases, phase, *, voxel_size=None, scratch=None) -> flo
 #: a centre is tested against the voxels up to this many steps away along each axis
 _CENTRE_REACH = 2
 
-#: chunks of the scratch arrays (in-slice squared distances, radius indices)
-_SCRATCH_CHUNKS = (8, 128, 128)
+#: z depth of the in-slice scratch chunks (a task writes that many whole slices)
+_SLAB = 8
+
+#: voxels of one column block of the z pass (Z x side x side): its side shrinks on deep
+#: volumes so that a task holds about the same whatever Z (float32 in, uint16 out)
+_COLUMN_VOXELS = 16 * 2**20
+
+
+def _column_side(depth: int) -> int:
+    """y/x side of the z pass's column blocks (and of the scratch chunks): 128 up to 1024
+    slices, then halved until ``depth x side^2`` fits :data:`_COLUMN_VOXELS` (at least 32)."""
+    side = 128
+    while side > 32 and depth * side * side > _COLUMN_VOXELS:
+        side //= 2
+    return side
 
 
 def _squared_in_slice(block, *, target, phase, spacing_yx, block_info=None):
@@ -105,24 +119,38 @@ def _squared_in_slice(block, *, target, phase, spacing_yx, block_info=None):
     from ._thickness_kernels import squared_in_slice
 
     out = np.empty(block.shape, np.float32)
-    work = np.empty(block.shape[1:], np.float64)
     n = 0
     for i in range(block.shape[0]):
-        m = np.ascontiguousarray(block[i] == phase, dtype=np.uint8)
-        n += int(np.count_nonzero(m))
-        squared_in_slice(m, float(spacing_yx[0]), float(spacing_yx[1]), work)
-        out[i] = work
+        n += squared_in_slice(np.ascontiguousarray(block[i]), phase, float(spacing_yx[0]),
+                              float(spacing_yx[1]), out[i])
     loc = block_info[0]["array-location"]
     target[tuple(slice(a, b) for a, b in loc)] = out
     return np.full((1, 1, 1), n, np.int64)
 
 
-def _radius_index_block(f, *, target, scale, sz, step, cap, block_info=None):
-    from ._thickness_kernels import radius_index_z
+@functools.lru_cache(maxsize=32)
+def _containment(spacing: tuple, step: float, kmax: int):
+    """(offsets, :func:`~bigvol.metrics._thickness_kernels.containment_table`) for radius
+    indices up to ``kmax`` rounded up to a power of two (one table per process and size:
+    its rows do not depend on ``kmax``)."""
+    from ._thickness_kernels import containment_table, neighbour_offsets
+
+    offs = neighbour_offsets(spacing, _CENTRE_REACH)
+    top = 1 << max(int(kmax), 1).bit_length()
+    return offs, containment_table(top, np.array(spacing, np.float64), float(step), offs)
+
+
+def _radius_index_block(f, *, target, scale, sz, step, cap, spacing, block_info=None):
+    """The z pass of one column block: radius indices, turned into the block's centre map
+    when ``spacing`` is given; returns the largest EDT."""
+    from ._thickness_kernels import mark_centres, radius_index_z
 
     k = np.empty(f.shape, np.uint16)
     dmax = radius_index_z(np.ascontiguousarray(f), float(scale), float(sz), float(step),
                           float(cap), k)
+    if spacing is not None and dmax > 0:
+        offs, need = _containment(spacing, step, int(k.max()))
+        k = mark_centres(k, np.zeros(3, np.int64), np.array(k.shape, np.int64), offs, need)
     loc = block_info[0]["array-location"]
     target[tuple(slice(a, b) for a, b in loc)] = k
     return np.full((1, 1, 1), dmax, np.float64)
@@ -137,21 +165,33 @@ def radius_index_map(phases, phase, folder, *, voxel_size=None, cap=np.inf):
     (:func:`~bigvol.metrics._thickness_kernels.squared_in_slice`, a few slices per task),
     written to ``folder``, then the exact 1D lower envelope along z of whole columns
     (:func:`~bigvol.metrics._thickness_kernels.radius_index_z`). Memory
-    per task is a few slices or a ``Z x 128 x 128`` column, never the volume. The largest
-    EDT is inf when the phase fills the volume.
+    per task is a few slices or a ``Z x side x side`` column block (``side`` 128, less on
+    volumes deeper than 1024 slices), never the volume. The largest EDT is inf when the
+    phase fills the volume.
     """
+    return _distance_passes(phases, phase, folder, voxel_spacing(voxel_size), cap,
+                            centres=False)
+
+
+def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
+    """The two linear passes of :func:`radius_index_map`; with ``centres`` the z pass also
+    marks the ball centres of each column block
+    (:func:`~bigvol.metrics._thickness_kernels.mark_centres`, neighbours within the block:
+    a ball whose containing neighbour lies in the next block stays a centre, which paints
+    nothing new, so the thickness does not depend on the blocks) and writes that map
+    instead of the radius indices: no third pass over the volume."""
     import zarr
 
     from ..store import default_compressor
 
-    spacing = voxel_spacing(voxel_size)
     step = min(spacing)
     sz, sy, sx = spacing
     m = min(sy, sx)
     Z, Y, X = phases.shape
+    side = _column_side(Z)
     root = zarr.open_group(str(folder), mode="w")
     sq = root.create_array("sq_in_slice", shape=phases.shape, dtype=np.float32,
-                           chunks=tuple(min(c, n) for c, n in zip(_SCRATCH_CHUNKS, phases.shape)),
+                           chunks=(min(_SLAB, Z), min(side, Y), min(side, X)),
                            compressors=default_compressor(1), fill_value=0)
     # whole slices, as many as one chunk of the scratch array holds (aligned writes)
     slabs = phases.rechunk((sq.chunks[0], Y, X))
@@ -162,55 +202,35 @@ def radius_index_map(phases, phase, folder, *, voxel_size=None, cap=np.inf):
     if n == 0:
         del root["sq_in_slice"]
         return None, -1.0
-    kz = root.create_array("radius_index", shape=phases.shape, dtype=np.uint16,
-                           chunks=sq.chunks, compressors=default_compressor(1), fill_value=0)
+    name = "centres" if centres else "radius_index"
+    # whole columns are written: the z depth of these chunks is free, and deeper chunks
+    # are fewer files for the painting to open
+    # lz4: the painting reads each voxel of this map several times (its windows overlap)
+    # and lz4 decodes ~6x faster than zstd with bit shuffling, for ~2x the bytes
+    kz = root.create_array(name, shape=phases.shape, dtype=np.uint16,
+                           chunks=(min(64, Z),) + sq.chunks[1:],
+                           compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=1,
+                                                              shuffle="shuffle"),
+                           fill_value=0)
     cols = da.from_zarr(sq, chunks=(Z,) + sq.chunks[1:])
     res = da.map_blocks(_radius_index_block, cols, target=kz, scale=m * m, sz=sz, step=step,
-                        cap=cap, chunks=tuple((1,) * n for n in cols.numblocks),
+                        cap=cap, spacing=tuple(float(v) for v in spacing) if centres else None,
+                        chunks=tuple((1,) * n for n in cols.numblocks),
                         dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
     (dmax,) = dask.compute(res.max())
     del root["sq_in_slice"]
     return kz, float(dmax)
 
 
-def _centre_map(kz, folder, spacing, kmax):
-    """Write the centre map (:func:`~bigvol.metrics._thickness_kernels.mark_centres`) of a
-    radius-index array beside it: a halo of the test's reach, every voxel tested once."""
-    import zarr
-
-    from ..store import default_compressor
-    from ._thickness_kernels import containment_table, neighbour_offsets
-
-    offs = neighbour_offsets(spacing, _CENTRE_REACH)
-    need = containment_table(int(kmax), np.array(spacing, np.float64), float(min(spacing)),
-                             offs)
-    halo = (_CENTRE_REACH,) * 3
-    root = zarr.open_group(str(folder), mode="a")
-    cz = root.create_array("centres", shape=kz.shape, dtype=np.uint16, chunks=kz.chunks,
-                           compressors=default_compressor(1), fill_value=0)
-    grid = da.empty(kz.shape, dtype=np.uint16, chunks=kz.chunks)
-    k = da.from_zarr(kz, chunks=work_chunks(grid, halo, max_window=_PAINT_WINDOW_VOXELS // 4))
-    win, depth = overlapped(k, halo)
-    cmap = da.map_blocks(_centres_block, win, depth=depth, offs=offs, need=need,
-                         chunks=_core_chunks(win, depth), dtype=np.uint16,
-                         meta=np.empty((0, 0, 0), np.uint16))
-    da.store(cmap.rechunk(kz.chunks), cz, lock=False)  # cores are whole chunks: a split
-    del root["radius_index"]
-    return cz
-
-
-def _centres_block(window, *, depth, offs, need, block_info=None):
-    from ._thickness_kernels import mark_centres
-
-    lo, hi = core_bounds(block_info, depth, window.shape)
-    return mark_centres(np.ascontiguousarray(window), np.array(lo, np.int64),
-                        np.array(hi, np.int64), offs, need)
-
-
 def _thickness_block(window, *, depth, reg, spacing, step, out_dtype, block_info=None):
+    lo, hi = core_bounds(block_info, depth, window.shape)
+    return _paint_core(window, lo, hi, reg, spacing, step, out_dtype)
+
+
+def _paint_core(window, lo, hi, reg, spacing, step, out_dtype):
+    """Paint the core ``[lo, hi)`` of a window of the centre map: the diameter ``2 k s``."""
     from ._thickness_kernels import paint_balls
 
-    lo, hi = core_bounds(block_info, depth, window.shape)
     if not window.any():
         return np.zeros(tuple(b - a for a, b in zip(lo, hi)), out_dtype)
     reg_lo = np.array([max(a - r, 0) for a, r in zip(lo, reg)], np.int64)
@@ -304,8 +324,8 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
         Path(scratch).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bigvol-thickness-", dir=scratch))
     try:
-        kz, dmax = radius_index_map(phases, phase, folder / "map.zarr", voxel_size=voxel_size,
-                                    cap=cap)
+        cz, dmax = _distance_passes(phases, phase, folder / "map.zarr", spacing, cap,
+                                    centres=True)
         if dmax == np.inf and not math.isfinite(cap):
             raise InputError(
                 f"phase {phase} fills the whole volume: no voxel lies outside it, so its "
@@ -326,11 +346,6 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     if radius < step:  # absent (dmax -1), or capped below one voxel: nothing to paint
         shutil.rmtree(folder, ignore_errors=True)
         return da.zeros(phases.shape, dtype=dtype, chunks=phases.chunks)
-    try:
-        cz = _centre_map(kz, folder / "map.zarr", spacing, int(radius / step))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
     weakref.finalize(cz, shutil.rmtree, str(folder), ignore_errors=True)
     return paint_from_centres(cz, radius, spacing=spacing, dtype=dtype, chunks=phases.chunks)
 
@@ -338,13 +353,16 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
 def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
                        chunks=None) -> da.Array:
     """The painting pass of :func:`local_thickness`, lazy: a centre map (uint16,
-    :func:`~bigvol.metrics._thickness_kernels.mark_centres`; a Zarr array, read window by
-    window, or a dask array) whose largest ball radius is ``radius`` -> the local thickness
-    (diameter) in ``chunks`` (default: the centre map's).
+    :func:`~bigvol.metrics._thickness_kernels.mark_centres`; a Zarr array or a dask array)
+    whose largest ball radius is ``radius`` -> the local thickness (diameter) in ``chunks``
+    (default: the centre map's).
 
     Windows have a halo of ``radius`` (only centres within ``R`` of a core reach it); their
     cores are whole multiples of ``chunks`` (the output is then only split, never waited
-    for), sized by :func:`~bigvol.metrics._chunked.work_chunks`."""
+    for), sized by :func:`~bigvol.metrics._chunked.work_chunks`. From a Zarr array each
+    task reads its own window straight from the store, one stored chunk at a time: a task
+    holds its window and nothing of its neighbours' (a dask overlap would keep the
+    neighbouring blocks alive until every window that shares them is done)."""
     step = min(spacing)
     reg = [math.ceil(radius / s) for s in spacing]
     if chunks is None:
@@ -352,16 +370,31 @@ def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
     grid = da.empty(centres.shape, dtype=np.uint16, chunks=chunks)
     work = work_chunks(grid, reg, max_window=_PAINT_WINDOW_VOXELS)
     if isinstance(centres, da.Array):
-        cmap = centres.rechunk(work)
-    else:  # one read per core, not a merge of small chunks held in memory
-        cmap = da.from_zarr(centres, chunks=work)
-    win, depth = overlapped(cmap, reg)
-    out = da.map_blocks(
-        _thickness_block, win, depth=depth, reg=reg, spacing=spacing, step=step,
-        out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
-        meta=np.empty((0, 0, 0), dtype),
-    )
+        win, depth = overlapped(centres.rechunk(work), reg)
+        out = da.map_blocks(
+            _thickness_block, win, depth=depth, reg=reg, spacing=spacing, step=step,
+            out_dtype=dtype, dtype=dtype, chunks=_core_chunks(win, depth),
+            meta=np.empty((0, 0, 0), dtype),
+        )
+    else:
+        out = da.map_blocks(
+            _thickness_from_store, centres=centres, reg=reg, spacing=spacing, step=step,
+            out_dtype=dtype, dtype=dtype, chunks=work, meta=np.empty((0, 0, 0), dtype),
+        )
     return out if out.chunks == chunks else out.rechunk(chunks)
+
+
+def _thickness_from_store(*, centres, reg, spacing, step, out_dtype, block_info=None):
+    """One painting task: read the core's window (core + ``reg``, clipped to the volume)
+    of the stored centre map and paint the core."""
+    from ..store import read_region
+
+    loc = block_info[None]["array-location"]
+    lo = [max(a - r, 0) for (a, _), r in zip(loc, reg)]
+    hi = [min(b + r, n) for (_, b), r, n in zip(loc, reg, centres.shape)]
+    window = read_region(centres, tuple(slice(a, b) for a, b in zip(lo, hi)))
+    return _paint_core(window, [a - w for (a, _), w in zip(loc, lo)],
+                       [b - w for (_, b), w in zip(loc, lo)], reg, spacing, step, out_dtype)
 
 
 #: windows of the painting pass: the uint16 window and its pieces, then per core voxel the
