@@ -28,9 +28,10 @@ class CountTasks(Callback):
             self.n += 1
 
 
-def test_equals_porespy_diameter_on_isotropic_volume():
+@pytest.mark.parametrize("shape", [(40, 40, 40), (16, 40, 150)])  # rows of several tiles
+def test_equals_porespy_diameter_on_isotropic_volume(shape):
     ps = pytest.importorskip("porespy")
-    v = blobs((40, 40, 40), seed=1, sigma=2.5)
+    v = blobs(shape, seed=1, sigma=2.5)
     # PoreSpy's "dt" and "bf" methods give the same integer-radius answer; "dt" needs no
     # numba compilation (30 s of test time)
     ref = ps.filters.local_thickness(v.astype(bool), method="dt")  # a radius

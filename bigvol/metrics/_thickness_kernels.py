@@ -16,11 +16,13 @@ import math
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 
 @numba.njit(cache=True, nogil=True)
 def _find(nxt, base, x):
-    # smallest unfilled position >= x in one core row (row start at ``base``), with path halving
+    # smallest position >= x whose entry points to itself, in one forest stored from
+    # ``base`` (the next row of a tile with unfilled voxels), with path halving
     while True:
         p = nxt[base + x]
         if p == x:
@@ -163,10 +165,23 @@ def radius_index_z(f, scale, sz, step, cap, out):
     return dmax
 
 
-#: columns per tile of the painting's row-skipping structure, and the ball radius (in
-#: voxels along x) below which rows are visited directly
+#: columns per tile of the painting's row-skipping structure (one 64-bit word of unfilled
+#: voxels per tile-row), and the ball radius (in voxels along x) below which rows are
+#: visited directly
 _PAINT_TILE = 32
 _TILE_MIN_RADIUS = 8
+
+
+def _range_masks() -> np.ndarray:
+    """``m[lo, hi]``: the uint64 with bits ``lo..hi`` set (``lo <= hi < 64``)."""
+    m = np.zeros((64, 64), np.uint64)
+    for lo in range(64):
+        for hi in range(lo, 64):
+            m[lo, hi] = np.uint64(sum(1 << b for b in range(lo, hi + 1)))
+    return m
+
+
+_RANGE = _range_masks()
 
 #: value of a phase voxel that is not a ball centre in the centre map
 NOT_A_CENTRE = 65535
@@ -315,7 +330,8 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     bound the core (the output), ``reg_lo``/``reg_hi`` the centres whose ball may reach the
     core. A voxel ``p`` is covered by centre ``c`` when ``|p - c| < t(c)``; the result is
     the largest such ``k`` (0 outside the phase). Balls are painted from the largest radius
-    down, each voxel written once (a per-row "next unfilled" forest skips filled runs).
+    down, each voxel written once (64-bit words of unfilled voxels per tile-row, and per
+    plane and tile a forest of the rows that still have some, skip what is painted).
     """
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
     wz, wy, wx = cw.shape
@@ -342,33 +358,31 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         order[counts[slot]] = i
         counts[slot] += 1
 
-    # 3. "next unfilled" forest per core row (voxels outside the phase start filled); per
-    # tile of _PAINT_TILE columns of a row, the count of its unfilled voxels; per plane and
-    # tile, a "next row with unfilled voxels in this tile" forest over y. A ball mostly
-    # inside what larger balls painted (most of them, on thick phases) then costs a few
-    # jumps per plane and tile instead of a visit of each of its rows.
+    # 3. per tile-row (64 columns of a core row), a 64-bit word of its unfilled phase voxels
+    # (voxels outside the phase start filled); per plane and tile, a "next row with
+    # unfilled voxels in this tile" forest over y. A row segment is painted by masking its
+    # word: a segment with nothing left to paint costs one AND, and a ball mostly inside
+    # what larger balls painted (most of them, on thick or noisy phases) costs a few jumps
+    # per plane and tile instead of a visit of each of its rows.
     tw = _PAINT_TILE
     nt = (nx + tw - 1) // tw
-    rowlen = nx + 1
-    nxt = np.empty(nz * ny * rowlen, np.int32)
-    left = np.zeros(nz * ny * nt, np.int32)
+    rng = _RANGE
+    words = np.zeros(nz * ny * nt, np.uint64)
+    one = np.uint64(1)
+    for z in range(nz):
+        for y in range(ny):
+            wb = (z * ny + y) * nt
+            for x in range(nx):
+                if cw[z + cz0, y + cy0, x + cx0] != 0:
+                    words[wb + x // tw] |= one << np.uint64(x % tw)
     ylen = ny + 1
     ynx = np.empty(nz * nt * ylen, np.int32)
     for z in range(nz):
-        for y in range(ny):
-            base = (z * ny + y) * rowlen
-            nxt[base + nx] = nx
-            for x in range(nx - 1, -1, -1):
-                if cw[z + cz0, y + cy0, x + cx0] != 0:
-                    nxt[base + x] = x
-                    left[(z * ny + y) * nt + x // tw] += 1
-                else:
-                    nxt[base + x] = nxt[base + x + 1]
         for t in range(nt):
             yb = (z * nt + t) * ylen
             ynx[yb + ny] = ny
             for y in range(ny - 1, -1, -1):
-                ynx[yb + y] = y if left[(z * ny + y) * nt + t] > 0 else ynx[yb + y + 1]
+                ynx[yb + y] = y if words[(z * ny + y) * nt + t] != 0 else ynx[yb + y + 1]
 
     # 4. paint; centres come grouped by radius, so the half-width of each row of the
     # ball is tabulated once per radius
@@ -402,7 +416,7 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         if ylo > yhi:
             continue
         if k * step < _TILE_MIN_RADIUS * sx:
-            # small balls (all that follow are smaller): row by row, no tile bookkeeping
+            # small balls (all that follow are smaller): row by row, no forest
             for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
                 zc = z + dz - cz0
                 for yr in range(ylo, yhi + 1):
@@ -411,14 +425,15 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                         continue
                     a = max(xc - w, 0)
                     b = min(xc + w, nx - 1)
-                    if a > b:  # (a may lie past the row: never read another row's forest)
+                    if a > b:  # (a may lie past the row)
                         continue
-                    base = (zc * ny + yr) * rowlen
-                    p = _find(nxt, base, a)
-                    while p <= b:
-                        out[zc, yr, p] = k
-                        nxt[base + p] = p + 1
-                        p = _find(nxt, base, p + 1)
+                    for tt in range(a // tw, b // tw + 1):
+                        tlo = tt * tw
+                        wi = (zc * ny + yr) * nt + tt
+                        m = words[wi] & rng[max(a, tlo) - tlo, min(b, tlo + tw - 1) - tlo]
+                        if m != 0:
+                            _paint_word(words, out, ynx, wi, m, zc, yr, tlo, k,
+                                        (zc * nt + tt) * ylen + yr)
             continue
         # only the planes of the ball that lie in the core
         for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
@@ -441,15 +456,22 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                         a = max(xc - w, tlo)
                         b = min(xc + w, thi)
                         if a <= b:
-                            base = (zc * ny + yr) * rowlen
-                            li = (zc * ny + yr) * nt + tt
-                            p = _find(nxt, base, a)
-                            while p <= b:
-                                out[zc, yr, p] = k
-                                nxt[base + p] = p + 1
-                                left[li] -= 1
-                                p = _find(nxt, base, p + 1)
-                            if left[li] == 0:
-                                ynx[yb + yr] = yr + 1
+                            wi = (zc * ny + yr) * nt + tt
+                            m = words[wi] & rng[a - tlo, b - tlo]
+                            if m != 0:
+                                _paint_word(words, out, ynx, wi, m, zc, yr, tlo, k, yb + yr)
                     yr = _find(ynx, yb, yr + 1)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_word(words, out, ynx, wi, m, zc, yr, tlo, k, yi):
+    """Paint with ``k`` the voxels of tile-row ``wi`` in ``m`` (unfilled ones, non-empty;
+    the caller tests, a call costs more than the test); when the tile-row is then full, the
+    plane's row forest skips it from now on."""
+    words[wi] ^= m
+    while m != 0:
+        out[zc, yr, tlo + trailing_zeros(m)] = k
+        m &= m - np.uint64(1)
+    if words[wi] == 0:
+        ynx[yi] = yr + 1

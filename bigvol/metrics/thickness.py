@@ -17,29 +17,32 @@ phase is taken to continue beyond them, as ``edt`` and PoreSpy do).
 
 Out of core
 -----------
-Four chunked passes; the first three compute and write to a scratch folder, the fourth is
+Three chunked passes; the first two compute and write to a scratch folder, the third is
 returned lazily. None needs a bound on the radius beforehand.
 
 1. **In-slice distances**: the squared distance of every voxel to the nearest outside voxel
-   of its own slice (a two-sweep distance along x, then the lower envelope of parabolas
-   along y), a few whole slices per task.
-2. **Along z**: the exact 3D EDT is the lower envelope along z of those squared distances
-   (Felzenszwalb & Huttenlocher 2012): whole columns per task, no halo. It gives ``k =
-   floor(EDT / s)`` per voxel and the largest EDT ``R``.
-3. **Centres**: a ball contained in the ball of a voxel up to two steps away adds nothing
-   (the containment is tested exactly on the lattice,
-   :func:`~bigvol.metrics._thickness_kernels.containment_table`); the others are centres.
-   A halo of 2 voxels.
-4. **Painting**: the thickness of a core voxel ``p`` only depends on centres ``c`` with
+   of its own slice (a two-sweep distance along y over whole rows, then the lower envelope
+   of parabolas along x: Meijster et al. 2000), a few whole slices per task.
+2. **Along z, and centres**: the exact 3D EDT is the lower envelope along z of those
+   squared distances (Felzenszwalb & Huttenlocher 2012): whole columns per task, no halo.
+   It gives ``k = floor(EDT / s)`` per voxel and the largest EDT ``R``. In the same task a
+   ball contained in the ball of a voxel up to two steps away (within the column block)
+   is dropped (the containment is tested exactly on the lattice,
+   :func:`~bigvol.metrics._thickness_kernels.containment_table`); the others are the
+   centres, written as a centre map. A ball whose containing neighbour lies in the next
+   block is kept, and paints nothing new: the result does not depend on the blocks.
+3. **Painting**: the thickness of a core voxel ``p`` only depends on centres ``c`` with
    ``|p - c| < t(c) <= R``, so windows of the centre map with a halo of ``R`` give every
-   core the whole-volume answer, independent of the chunking. Balls are painted from the
-   largest down, each voxel once, skipping rows (and tiles of rows) already painted.
+   core the whole-volume answer, independent of the chunking. Each task reads its window
+   straight from the scratch store. Balls are painted from the largest down, each voxel
+   once, skipping rows (and tiles of rows) already painted.
 
-The windows of passes 3-4 are whole multiples of the chunks, sized so that the halo costs
+The painting's windows are whole multiples of the chunks, sized so that the halo costs
 little and a window stays under a fixed budget of voxels where ``R`` allows
 (:func:`~bigvol.metrics._chunked.work_chunks`); passes 1-2 hold a few slices or one
-column block. Peak memory follows those sizes, not the volume; the scratch is ~2-6
-bytes per voxel before compression, removed as each pass ends.
+column block (``Z x 128 x 128``, narrower on volumes deeper than 1024 slices). Peak
+memory follows those sizes, not the volume; the scratch is 4 then 2 bytes per voxel
+before compression, each removed when it has been read.
 """
 
 from __future__ import annotations
