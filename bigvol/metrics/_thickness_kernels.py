@@ -358,7 +358,7 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         order[counts[slot]] = i
         counts[slot] += 1
 
-    # 3. per tile-row (64 columns of a core row), a 64-bit word of its unfilled phase voxels
+    # 3. per tile-row (_PAINT_TILE columns of a core row), a word of its unfilled voxels
     # (voxels outside the phase start filled); per plane and tile, a "next row with
     # unfilled voxels in this tile" forest over y. A row segment is painted by masking its
     # word: a segment with nothing left to paint costs one AND, and a ball mostly inside

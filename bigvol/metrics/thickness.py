@@ -47,8 +47,8 @@ before compression, each removed when it has been read.
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 
 import dask
 import dask.array as da
@@ -131,16 +131,28 @@ def _squared_in_slice(block, *, target, phase, spacing_yx, block_info=None):
     return np.full((1, 1, 1), n, np.int64)
 
 
-@functools.lru_cache(maxsize=32)
+_TABLES: dict = {}
+_TABLES_LOCK = threading.Lock()
+
+
 def _containment(spacing: tuple, step: float, kmax: int):
-    """(offsets, :func:`~bigvol.metrics._thickness_kernels.containment_table`) for radius
-    indices up to ``kmax`` rounded up to a power of two (one table per process and size:
-    its rows do not depend on ``kmax``)."""
+    """(offsets, :func:`~bigvol.metrics._thickness_kernels.containment_table`) covering
+    radius indices up to ``kmax``: one table per process, voxel size and step, grown (to a
+    multiple of 16) when a column block needs larger balls. Its rows do not depend on the
+    table's size, and its cost grows as ``kmax^4`` (0.5 s at 128 on the phantom's voxels,
+    3.8 s at 256), so it is not rounded up further."""
     from ._thickness_kernels import containment_table, neighbour_offsets
 
-    offs = neighbour_offsets(spacing, _CENTRE_REACH)
-    top = 1 << max(int(kmax), 1).bit_length()
-    return offs, containment_table(top, np.array(spacing, np.float64), float(step), offs)
+    key = (tuple(spacing), float(step))
+    with _TABLES_LOCK:
+        hit = _TABLES.get(key)
+        if hit is None or hit[1].shape[0] <= kmax:
+            offs = neighbour_offsets(spacing, _CENTRE_REACH)
+            top = -(-(int(kmax) + 1) // 16) * 16
+            hit = offs, containment_table(top, np.array(spacing, np.float64), float(step),
+                                          offs)
+            _TABLES[key] = hit
+        return hit
 
 
 def _radius_index_block(f, *, target, scale, sz, step, cap, spacing, block_info=None):
