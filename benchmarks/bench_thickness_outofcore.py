@@ -65,8 +65,10 @@ def main():
     n = int(np.prod(shape))
     from dask.diagnostics import ProgressBar
 
+    # the bar's dt is also how long each compute() waits for the bar's thread at its end
+    # (dask joins it): dt=60 added up to a minute to every pass
     with dask.config.set(scheduler="threads", num_workers=a.workers), PeakRSS() as mon, \
-            ProgressBar(dt=60, out=open(a.out + ".progress.log", "w")):
+            ProgressBar(dt=1, out=open(a.out + ".progress.log", "w")):
         tz = time.perf_counter()
         # the phantom is written once to Zarr, as the pipeline does; stages then read it
         tpath = a.out + ".truth.zarr"
