@@ -412,9 +412,9 @@ def _thickness_from_store(*, centres, reg, spacing, step, out_dtype, block_info=
                        [b - w for (_, b), w in zip(loc, lo)], reg, spacing, step, out_dtype)
 
 
-#: windows of the painting pass: the uint16 window and its pieces, then per core voxel the
-#: row forest, the radius index and the output, ~12 bytes per window voxel: 48 Mi voxels is
-#: ~0.6 GB per task
+#: windows of the painting pass: the uint16 window read from the store (2 bytes per window
+#: voxel), then per core voxel the radius index, the output and its float copy (~10 bytes;
+#: the words of unfilled voxels are 1/4 byte): 48 Mi voxels is at most ~0.6 GB per task
 _PAINT_WINDOW_VOXELS = 48 * 2**20
 
 
