@@ -19,19 +19,6 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 
-@numba.njit(cache=True, nogil=True)
-def _find(nxt, base, x):
-    # smallest position >= x whose entry points to itself, in one forest stored from
-    # ``base`` (the next row of a tile with unfilled voxels), with path halving
-    while True:
-        p = nxt[base + x]
-        if p == x:
-            return x
-        q = nxt[base + p]
-        nxt[base + x] = q
-        x = q
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _envelope(g, a, v, zb, d):
     """Squared distances ``d(q) = min_p ( a (q - p)^2 + g(p) )`` of one line: the lower
@@ -166,10 +153,8 @@ def radius_index_z(f, scale, sz, step, cap, out):
 
 
 #: columns per tile of the painting's row-skipping structure (one 64-bit word of unfilled
-#: voxels per tile-row), and the ball radius (in voxels along x) below which rows are
-#: visited directly
+#: voxels per tile-row; per plane and tile, one bit per row that still has some)
 _PAINT_TILE = 32
-_TILE_MIN_RADIUS = 8
 
 
 def _range_masks() -> np.ndarray:
@@ -331,7 +316,7 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     core. A voxel ``p`` is covered by centre ``c`` when ``|p - c| < t(c)``; the result is
     the largest such ``k`` (0 outside the phase). Balls are painted from the largest radius
     down, each voxel written once (64-bit words of unfilled voxels per tile-row, and per
-    plane and tile a forest of the rows that still have some, skip what is painted).
+    plane and tile a bit per row that still has some, skip what is painted).
     """
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
     wz, wy, wx = cw.shape
@@ -359,15 +344,17 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         counts[slot] += 1
 
     # 3. per tile-row (_PAINT_TILE columns of a core row), a word of its unfilled voxels
-    # (voxels outside the phase start filled); per plane and tile, a "next row with
-    # unfilled voxels in this tile" forest over y. A row segment is painted by masking its
-    # word: a segment with nothing left to paint costs one AND, and a ball mostly inside
-    # what larger balls painted (most of them, on thick or noisy phases) costs a few jumps
-    # per plane and tile instead of a visit of each of its rows.
+    # (voxels outside the phase start filled); per plane and tile, one bit per row whose
+    # word is not empty (64 rows to a word). A ball plane visits only the rows of its tiles
+    # that still have unfilled voxels, a few bit scans where larger balls painted it all
+    # (most of it, on thick or noisy phases), and a row segment is painted by masking its
+    # word.
     tw = _PAINT_TILE
     nt = (nx + tw - 1) // tw
+    nyb = (ny + 63) // 64
     rng = _RANGE
     words = np.zeros(nz * ny * nt, np.uint64)
+    ybits = np.zeros(nz * nt * nyb, np.uint64)
     one = np.uint64(1)
     for z in range(nz):
         for y in range(ny):
@@ -375,14 +362,9 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
             for x in range(nx):
                 if cw[z + cz0, y + cy0, x + cx0] != 0:
                     words[wb + x // tw] |= one << np.uint64(x % tw)
-    ylen = ny + 1
-    ynx = np.empty(nz * nt * ylen, np.int32)
-    for z in range(nz):
-        for t in range(nt):
-            yb = (z * nt + t) * ylen
-            ynx[yb + ny] = ny
-            for y in range(ny - 1, -1, -1):
-                ynx[yb + y] = y if words[(z * ny + y) * nt + t] != 0 else ynx[yb + y + 1]
+            for t in range(nt):
+                if words[wb + t] != 0:
+                    ybits[(z * nt + t) * nyb + y // 64] |= one << np.uint64(y % 64)
 
     # 4. paint; centres come grouped by radius, so the half-width of each row of the
     # ball is tabulated once per radius
@@ -415,30 +397,12 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         yhi = min(ry, cy0 + ny - 1 - y) + y - cy0
         if ylo > yhi:
             continue
-        if k * step < _TILE_MIN_RADIUS * sx:
-            # small balls (all that follow are smaller): row by row, no forest
-            for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
-                zc = z + dz - cz0
-                for yr in range(ylo, yhi + 1):
-                    w = wtab[dz + rz, yr + cy0 - y + ry]
-                    if w < 0:
-                        continue
-                    a = max(xc - w, 0)
-                    b = min(xc + w, nx - 1)
-                    if a > b:  # (a may lie past the row)
-                        continue
-                    for tt in range(a // tw, b // tw + 1):
-                        tlo = tt * tw
-                        wi = (zc * ny + yr) * nt + tt
-                        m = words[wi] & rng[max(a, tlo) - tlo, min(b, tlo + tw - 1) - tlo]
-                        if m != 0:
-                            _paint_word(words, out, ynx, wi, m, zc, yr, tlo, k,
-                                        (zc * nt + tt) * ylen + yr)
-            continue
+        yoff = cy0 - y + ry  # row yr of the core is row yr + yoff of wtab
         # only the planes of the ball that lie in the core
         for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
             zc = z + dz - cz0
-            wmax = wtab[dz + rz, ry]  # the widest row of this plane is the centre's
+            wz = wtab[dz + rz]
+            wmax = wz[ry]  # the widest row of this plane is the centre's
             if wmax < 0:
                 continue
             a0 = max(xc - wmax, 0)
@@ -448,30 +412,32 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
             for tt in range(a0 // tw, b0 // tw + 1):
                 tlo = tt * tw
                 thi = min(tlo + tw, nx) - 1
-                yb = (zc * nt + tt) * ylen
-                yr = _find(ynx, yb, ylo)
-                while yr <= yhi:
-                    w = wtab[dz + rz, yr + cy0 - y + ry]
-                    if w >= 0:
+                yb = (zc * nt + tt) * nyb
+                for blk in range(ylo >> 6, (yhi >> 6) + 1):
+                    bits = ybits[yb + blk]
+                    if bits == 0:
+                        continue
+                    base = blk << 6
+                    bits &= rng[max(ylo - base, 0), min(yhi - base, 63)]
+                    while bits != 0:
+                        r = trailing_zeros(bits)
+                        bits &= bits - one
+                        yr = base + r
+                        w = wz[yr + yoff]
+                        if w < 0:
+                            continue
                         a = max(xc - w, tlo)
                         b = min(xc + w, thi)
-                        if a <= b:
-                            wi = (zc * ny + yr) * nt + tt
-                            m = words[wi] & rng[a - tlo, b - tlo]
-                            if m != 0:
-                                _paint_word(words, out, ynx, wi, m, zc, yr, tlo, k, yb + yr)
-                    yr = _find(ynx, yb, yr + 1)
+                        if a > b:
+                            continue
+                        wi = (zc * ny + yr) * nt + tt
+                        m = words[wi] & rng[a - tlo, b - tlo]
+                        if m == 0:
+                            continue
+                        words[wi] ^= m
+                        while m != 0:
+                            out[zc, yr, tlo + trailing_zeros(m)] = k
+                            m &= m - one
+                        if words[wi] == 0:
+                            ybits[yb + blk] &= ~(one << np.uint64(r))
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _paint_word(words, out, ynx, wi, m, zc, yr, tlo, k, yi):
-    """Paint with ``k`` the voxels of tile-row ``wi`` in ``m`` (unfilled ones, non-empty;
-    the caller tests, a call costs more than the test); when the tile-row is then full, the
-    plane's row forest skips it from now on."""
-    words[wi] ^= m
-    while m != 0:
-        out[zc, yr, tlo + trailing_zeros(m)] = k
-        m &= m - np.uint64(1)
-    if words[wi] == 0:
-        ynx[yi] = yr + 1
