@@ -178,8 +178,9 @@ def test_paint_kernel_core_equals_whole_window(seed):
     k = np.floor(edt.edt(v.astype(np.uint8), anisotropy=tuple(sp), black_border=False)
                  / step).astype(np.uint16)
     lo, hi = np.zeros(3, np.int64), np.array(k.shape, np.int64)
-    offs = K.neighbour_offsets(sp, 2)
-    c = K.mark_centres(k, lo, hi, offs, K.containment_table(int(k.max()), sp, step, offs))
+    offs = K.neighbour_offsets(sp, 4, near=2)
+    c = K.mark_centres(k, lo, hi, offs, K.containment_table(int(k.max()), sp, step, offs),
+                       124, 4)
     whole = K.paint_balls(c, lo, hi, lo, hi, sp, step)
     for x0 in range(0, 96, 16):
         clo, chi = np.array([12, 20, x0]), np.array([28, 44, x0 + 16])

@@ -172,14 +172,17 @@ _RANGE = _range_masks()
 NOT_A_CENTRE = 65535
 
 
-def neighbour_offsets(spacing, reach: int) -> np.ndarray:
+def neighbour_offsets(spacing, reach: int, near: int | None = None) -> np.ndarray:
     """The offsets ``(dz, dy, dx)`` with every component in ``[-reach, reach]`` but the
-    origin, nearest (in nm) first: the neighbours a centre is tested against."""
+    origin, nearest (in nm) first: the neighbours a centre is tested against. With
+    ``near``, those of the ``[-near, near]`` cube come first (nearest first), then the
+    others: a prefix of the list is then the smaller cube."""
     r = np.arange(-reach, reach + 1)
     o = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
     o = o[np.any(o != 0, axis=1)]
     d = np.sqrt(((o * np.asarray(spacing, np.float64)) ** 2).sum(1))
-    return np.ascontiguousarray(o[np.lexsort((o[:, 2], o[:, 1], o[:, 0], d))], np.int64)
+    far = np.zeros(len(o), bool) if near is None else np.abs(o).max(1) > near
+    return np.ascontiguousarray(o[np.lexsort((o[:, 2], o[:, 1], o[:, 0], d, far))], np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -240,7 +243,7 @@ def containment_table(kmax, spacing, step, offs):
 
 
 @numba.njit(cache=True, nogil=True)
-def mark_centres(kw, core_lo, core_hi, offs, need):
+def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
     """The centre map of a core: ``k`` where the voxel's ball is a centre to paint,
     ``NOT_A_CENTRE`` for the other phase voxels, 0 outside the phase.
 
@@ -248,10 +251,16 @@ def mark_centres(kw, core_lo, core_hi, offs, need):
     the offsets' reach. A ball contained in the ball of a voxel at one of the offsets
     ``offs`` (``need``, from :func:`containment_table`) adds nothing to what the larger
     balls paint, so it is not a centre; containment raises the index, so every pruned ball
-    lies in a centre's ball. Where the distance gradient is off the lattice axes, the 26
-    nearest neighbours often miss a containing ball (the binning loses up to one radius
-    step); offsets up to 2 voxels away find more (on the phantom's active material, 19 %
-    fewer centres and 13 % fewer painted rows than the 26 neighbours).
+    lies in a centre's ball. Balls of index below ``k_far`` are tested against the first
+    ``n_near`` offsets only, larger ones against all.
+
+    Where the distance gradient is off the lattice axes, the nearest neighbours often miss
+    a containing ball (the binning loses up to one radius step); farther offsets find
+    more. Offsets up to 2 voxels away leave 19 % fewer centres than the 26 neighbours on
+    the phantom's active material. The painting's cost is the large balls, so those are
+    also tested against offsets up to 4 voxels away: on a (250, 512, 512) window of a
+    predicted active material, 2.94 M centres instead of 4.54 M and a third less painting
+    time, for 1.7 s more marking.
     """
     m = offs.shape[0]
     wz, wy, wx = kw.shape
@@ -264,7 +273,7 @@ def mark_centres(kw, core_lo, core_hi, offs, need):
                 if k == 0:
                     continue
                 mark = k
-                for j in range(m):
+                for j in range(m if k >= k_far else n_near):
                     zz = z + offs[j, 0]
                     yy = y + offs[j, 1]
                     xx = x + offs[j, 2]
@@ -367,11 +376,13 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                     ybits[(z * nt + t) * nyb + y // 64] |= one << np.uint64(y % 64)
 
     # 4. paint; centres come grouped by radius, so the half-width of each row of the
-    # ball is tabulated once per radius
+    # ball is tabulated once per radius, and per plane and distance ``dx`` from the centre
+    # column the half-height of the part of its disc at least ``dx`` wide
     cur_k = -1
     rz = 0
     ry = 0
     wtab = np.empty((1, 1), np.int64)
+    htab = np.empty((1, 1), np.int64)
     for i in range(ncand):
         ci = order[i]
         k = candk[ci]
@@ -382,29 +393,34 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
             rz = int(t / sz) + 1
             ry = int(t / sy) + 1
             wtab = np.full((2 * rz + 1, 2 * ry + 1), -1, np.int64)
+            rx = int(t / sx) + 1
+            htab = np.full((2 * rz + 1, rx + 1), -1, np.int64)
             for dz in range(-rz, rz + 1):
                 remz = t2 - (dz * sz) ** 2
                 if remz <= 0:
                     continue
                 for dy in range(-ry, ry + 1):
                     wtab[dz + rz, dy + ry] = _half_width(remz - (dy * sy) ** 2, sx)
+                h = ry  # the half-width falls away from the centre row
+                for dx in range(wtab[dz + rz, ry] + 1):
+                    while wtab[dz + rz, ry + h] < dx:
+                        h -= 1
+                    htab[dz + rz, dx] = h
         flat = cand[ci]
         x = flat % wx
         y = (flat // wx) % wy
         z = flat // (wx * wy)
         xc = x - cx0
-        ylo = max(-ry, cy0 - y) + y - cy0  # core rows of the ball
-        yhi = min(ry, cy0 + ny - 1 - y) + y - cy0
-        if ylo > yhi:
-            continue
-        yoff = cy0 - y + ry  # row yr of the core is row yr + yoff of wtab
+        yc = y - cy0
         # only the planes of the ball that lie in the core
         for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
             zc = z + dz - cz0
             wz = wtab[dz + rz]
-            wmax = wz[ry]  # the widest row of this plane is the centre's
-            if wmax < 0:
+            hz = htab[dz + rz]
+            hy = hz[0]
+            if hy < 0 or yc + hy < 0 or yc - hy > ny - 1:
                 continue
+            wmax = wz[ry]  # the widest row of this plane is the centre's
             a0 = max(xc - wmax, 0)
             b0 = min(xc + wmax, nx - 1)
             if a0 > b0:
@@ -412,6 +428,11 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
             for tt in range(a0 // tw, b0 // tw + 1):
                 tlo = tt * tw
                 thi = min(tlo + tw, nx) - 1
+                h = hz[max(tlo - xc, xc - thi, 0)]  # the disc's rows that reach the tile
+                ylo = max(yc - h, 0)
+                yhi = min(yc + h, ny - 1)
+                if ylo > yhi:
+                    continue
                 yb = (zc * nt + tt) * nyb
                 for blk in range(ylo >> 6, (yhi >> 6) + 1):
                     bits = ybits[yb + blk]
@@ -423,15 +444,9 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                         r = trailing_zeros(bits)
                         bits &= bits - one
                         yr = base + r
-                        w = wz[yr + yoff]
-                        if w < 0:
-                            continue
-                        a = max(xc - w, tlo)
-                        b = min(xc + w, thi)
-                        if a > b:
-                            continue
+                        w = wz[yr - yc + ry]
                         wi = (zc * ny + yr) * nt + tt
-                        m = words[wi] & rng[a - tlo, b - tlo]
+                        m = words[wi] & rng[max(xc - w, tlo) - tlo, min(xc + w, thi) - tlo]
                         if m == 0:
                             continue
                         words[wi] ^= m

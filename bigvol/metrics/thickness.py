@@ -27,7 +27,8 @@ returned lazily. None needs a bound on the radius beforehand.
    squared distances (Felzenszwalb & Huttenlocher 2012): whole columns per task, no halo.
    It gives ``k = floor(EDT / s)`` per voxel and the largest EDT ``R``. In the same task a
    ball contained in the ball of a voxel up to two steps away (within the column block)
-   is dropped (the containment is tested exactly on the lattice,
+   is dropped (four steps for balls of index 16 or more, which cost the painting most;
+   the containment is tested exactly on the lattice,
    :func:`~bigvol.metrics._thickness_kernels.containment_table`); the others are the
    centres, written as a centre map. A ball whose containing neighbour lies in the next
    block is kept, and paints nothing new: the result does not depend on the blocks.
@@ -95,8 +96,12 @@ def max_inscribed_radius(phases, phase, *, voxel_size=None, scratch=None) -> flo
     return max(r, 0.0)
 
 
-#: a centre is tested against the voxels up to this many steps away along each axis
+#: a centre is tested against the voxels up to this many steps away along each axis,
+#: and balls of index ``_FAR_INDEX`` or more (those that cost the painting most) against
+#: the voxels up to ``_CENTRE_REACH_FAR`` steps away
 _CENTRE_REACH = 2
+_CENTRE_REACH_FAR = 4
+_FAR_INDEX = 16
 
 #: z depth of the in-slice scratch chunks (a task writes that many whole slices)
 _SLAB = 8
@@ -139,15 +144,15 @@ def _containment(spacing: tuple, step: float, kmax: int):
     """(offsets, :func:`~bigvol.metrics._thickness_kernels.containment_table`) covering
     radius indices up to ``kmax``: one table per process, voxel size and step, grown (to a
     multiple of 16) when a column block needs larger balls. Its rows do not depend on the
-    table's size, and its cost grows as ``kmax^4`` (0.5 s at 128 on the phantom's voxels,
-    3.8 s at 256), so it is not rounded up further."""
+    table's size, and its cost grows as ``kmax^3`` times the 728 offsets (1.6 s at 128 on
+    the phantom's voxels, 12 s at 256), so it is not rounded up further."""
     from ._thickness_kernels import containment_table, neighbour_offsets
 
     key = (tuple(spacing), float(step))
     with _TABLES_LOCK:
         hit = _TABLES.get(key)
         if hit is None or hit[1].shape[0] <= kmax:
-            offs = neighbour_offsets(spacing, _CENTRE_REACH)
+            offs = neighbour_offsets(spacing, _CENTRE_REACH_FAR, near=_CENTRE_REACH)
             top = -(-(int(kmax) + 1) // 16) * 16
             hit = offs, containment_table(top, np.array(spacing, np.float64), float(step),
                                           offs)
@@ -165,7 +170,8 @@ def _radius_index_block(f, *, target, scale, sz, step, cap, spacing, block_info=
                           float(cap), k)
     if spacing is not None and dmax > 0:
         offs, need = _containment(spacing, step, int(k.max()))
-        k = mark_centres(k, np.zeros(3, np.int64), np.array(k.shape, np.int64), offs, need)
+        k = mark_centres(k, np.zeros(3, np.int64), np.array(k.shape, np.int64), offs, need,
+                         (2 * _CENTRE_REACH + 1) ** 3 - 1, _FAR_INDEX)
     loc = block_info[0]["array-location"]
     target[tuple(slice(a, b) for a, b in loc)] = k
     return np.full((1, 1, 1), dmax, np.float64)
