@@ -287,12 +287,13 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
 
 
 @numba.njit(cache=True, nogil=True)
-def _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step, cand, candk):
-    """Count the centres of ``cw`` in the region whose ball reaches the core, and their
-    largest index; with ``cand``/``candk`` of that length, also list their flat window
-    index and radius index."""
+def _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
+    """The centres of ``cw`` in the region whose ball reaches the core: their flat window
+    index and radius index (one scan; the lists double when full), and the largest index."""
     wz, wy, wx = cw.shape
-    fill = cand.shape[0] > 0
+    cap = 1 << 16
+    cand = np.empty(cap, np.int64)
+    candk = np.empty(cap, np.int64)
     n = 0
     kmax = 0
     for z in range(reg_lo[0], reg_hi[0]):
@@ -307,13 +308,20 @@ def _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step, cand,
                 ddx = max(core_lo[2] - x, x - (core_hi[2] - 1), 0) * spacing[2]
                 if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
                     continue  # the ball does not reach the core
-                if fill:
-                    cand[n] = (z * wy + y) * wx + x
-                    candk[n] = k
+                if n == cap:
+                    cap *= 2
+                    grown = np.empty(cap, np.int64)
+                    grown[:n] = cand
+                    cand = grown
+                    grown = np.empty(cap, np.int64)
+                    grown[:n] = candk
+                    candk = grown
+                cand[n] = (z * wy + y) * wx + x
+                candk[n] = k
                 n += 1
                 if k > kmax:
                     kmax = k
-    return n, kmax
+    return cand[:n], candk[:n], kmax
 
 
 @numba.njit(cache=True, nogil=True)
@@ -333,12 +341,9 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     nz, ny, nx = core_hi[0] - cz0, core_hi[1] - cy0, core_hi[2] - cx0
     out = np.zeros((nz, ny, nx), np.uint16)
 
-    # 1. the centres whose ball reaches the core: counted, then listed
-    ncand, kmax = _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step,
-                                    np.empty(0, np.int64), np.empty(0, np.int64))
-    cand = np.empty(ncand, np.int64)
-    candk = np.empty(ncand, np.int64)
-    _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step, cand, candk)
+    # 1. the centres whose ball reaches the core
+    cand, candk, kmax = _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step)
+    ncand = cand.shape[0]
 
     # 2. counting sort, largest radius first
     counts = np.zeros(kmax + 2, np.int64)

@@ -194,6 +194,12 @@ def radius_index_map(phases, phase, folder, *, voxel_size=None, cap=np.inf):
                             centres=False)
 
 
+def _scratch_codec():
+    import zarr
+
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+
+
 def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
     """The two linear passes of :func:`radius_index_map`; with ``centres`` the z pass also
     marks the ball centres of each column block
@@ -203,17 +209,17 @@ def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
     instead of the radius indices: no third pass over the volume."""
     import zarr
 
-    from ..store import default_compressor
-
     step = min(spacing)
     sz, sy, sx = spacing
     m = min(sy, sx)
     Z, Y, X = phases.shape
     side = _column_side(Z)
     root = zarr.open_group(str(folder), mode="w")
+    # scratch written once and read once: blosc-lz4 with byte shuffle encodes these floats
+    # ~3x and decodes ~3.5x faster than zstd with bit shuffle, for ~20 % more bytes
     sq = root.create_array("sq_in_slice", shape=phases.shape, dtype=np.float32,
                            chunks=(min(_SLAB, Z), min(side, Y), min(side, X)),
-                           compressors=default_compressor(1), fill_value=0)
+                           compressors=_scratch_codec(), fill_value=0)
     # whole slices, as many as one chunk of the scratch array holds (aligned writes)
     slabs = phases.rechunk((sq.chunks[0], Y, X))
     n = da.map_blocks(_squared_in_slice, slabs, target=sq, phase=phase, spacing_yx=(sy / m, sx / m),
@@ -230,9 +236,7 @@ def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
     # and lz4 decodes ~6x faster than zstd with bit shuffling, for ~2x the bytes
     kz = root.create_array(name, shape=phases.shape, dtype=np.uint16,
                            chunks=(min(64, Z),) + sq.chunks[1:],
-                           compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=1,
-                                                              shuffle="shuffle"),
-                           fill_value=0)
+                           compressors=_scratch_codec(), fill_value=0)
     cols = da.from_zarr(sq, chunks=(Z,) + sq.chunks[1:])
     res = da.map_blocks(_radius_index_block, cols, target=kz, scale=m * m, sz=sz, step=step,
                         cap=cap, spacing=tuple(float(v) for v in spacing) if centres else None,
