@@ -461,3 +461,20 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                         if words[wi] == 0:
                             ybits[yb + blk] &= ~(one << np.uint64(r))
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def count_levels(values, two_s, counts):
+    """Add to ``counts[k]`` the values equal to ``k * two_s`` (computed in their float type,
+    as the painting writes them); False as soon as one is not such a level or lies past
+    ``counts`` (the caller then counts another way)."""
+    n = counts.shape[0]
+    for i in range(values.shape[0]):
+        v = values[i]
+        if v == 0:
+            continue
+        k = int(round(v / two_s))
+        if k < 1 or k >= n or values.dtype.type(k) * two_s != v:
+            return False
+        counts[k] += 1
+    return True
