@@ -159,7 +159,7 @@ def test_small_paint_windows_equal_one_window(monkeypatch, window):
         v[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 < r * r] = 1
     v |= three_phase(v.shape, seed=4, sigma=1.3) == 1
     ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
-    monkeypatch.setattr(T, "_PAINT_WINDOW_VOXELS", window)
+    monkeypatch.setattr(T, "_PAINT_WINDOW_BYTES", 2 * window)
     got = local_thickness(da.from_array(v, chunks=(6, 8, 8)), 1, voxel_size=(50, 30, 30))
     np.testing.assert_array_equal(got.compute(), ref)
 
@@ -199,6 +199,11 @@ def test_paint_windows_are_few_and_bounded():
     assert np.prod([c + 80 for c in core]) <= 64 * 2**20
     halo_cost = np.prod([(c + 80) / c for c in core])
     assert halo_cost < 2.5  # (32, 256, 256) cores would cost 12.6x their volume
+    # core voxels that cost 5 window voxels each: smaller cores, still under the budget
+    ch = work_chunks(x, (40, 40, 40), max_window=64 * 2**20, core_weight=5, slots=2)
+    core = [c[0] for c in ch]
+    assert np.prod([c + 80 for c in core]) + 5 * np.prod(core) <= 64 * 2**20
+    assert np.prod([c + 80 for c in core]) + 5 * np.prod(core) > 32 * 2**20
     # a halo larger than any fitting window: the smallest cores that are still no thinner
     # than the halo (or a whole axis, which needs none)
     ch = work_chunks(x, (300, 300, 300), max_window=64 * 2**20, slots=2)

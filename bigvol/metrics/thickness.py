@@ -289,7 +289,8 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     and written to ``scratch``; the painting is returned lazily
     (:func:`paint_from_centres`): windows of the centre map with a halo of the largest
     radius ``R``, whole multiples of its chunks, sized so that the halo costs little and a
-    window stays under ~48 Mi voxels (~0.6 GB per task) where ``R`` allows.
+    task stays under ~768 MB (2 bytes per window voxel, 10 per core voxel) where ``R``
+    allows.
 
     Parameters
     ----------
@@ -393,7 +394,7 @@ def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
     if chunks is None:
         chunks = centres.chunks
     grid = da.empty(centres.shape, dtype=np.uint16, chunks=chunks)
-    work = work_chunks(grid, reg, max_window=_PAINT_WINDOW_VOXELS)
+    work = work_chunks(grid, reg, max_window=_PAINT_WINDOW_BYTES // 2, core_weight=5)
     if isinstance(centres, da.Array):
         win, depth = overlapped(centres.rechunk(work), reg)
         out = da.map_blocks(
@@ -422,10 +423,12 @@ def _thickness_from_store(*, centres, reg, spacing, step, out_dtype, block_info=
                        [b - w for (_, b), w in zip(loc, lo)], reg, spacing, step, out_dtype)
 
 
-#: windows of the painting pass: the uint16 window read from the store (2 bytes per window
-#: voxel), then per core voxel the radius index, the output and its float copy (~10 bytes;
-#: the words of unfilled voxels are 1/4 byte): 48 Mi voxels is at most ~0.6 GB per task
-_PAINT_WINDOW_VOXELS = 48 * 2**20
+#: bytes of one painting task: 2 per window voxel (the uint16 window read from the store),
+#: ~10 per core voxel (the radius index, the output and its float copy; the words of
+#: unfilled voxels are 1/4 byte). Large windows pay off where the halo is wide (the
+#: active material's): on a 1-GVx predicted segmentation its painting took 138 s with
+#: 188 Mi-voxel windows around 32 Mi-voxel cores, 165 s with 81 around 6
+_PAINT_WINDOW_BYTES = 768 * 2**20
 
 
 def _core_chunks(win: da.Array, depth) -> tuple:
