@@ -38,8 +38,11 @@ returned lazily. None needs a bound on the radius beforehand.
    straight from the scratch store. Balls are painted from the largest down, each voxel
    once, skipping rows (and tiles of rows) already painted.
 
+A volume of up to 64 Mi voxels runs the same three passes in memory, split among
+threads, with no scratch store or task graph (:data:`_IN_MEMORY_VOXELS`).
+
 The painting's windows are whole multiples of the chunks, sized so that the halo costs
-little and a window stays under a fixed budget of voxels where ``R`` allows
+little and a task stays under a fixed budget of bytes where ``R`` allows
 (:func:`~bigvol.metrics._chunked.work_chunks`); passes 1-2 hold a few slices or one
 column block (``Z x 128 x 128``, narrower on volumes deeper than 1024 slices). Peak
 memory follows those sizes, not the volume; the scratch is 4 then 2 bytes per voxel
@@ -292,8 +295,9 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     integer-radius convention on isotropic voxels). The result does not depend on the
     chunking (see the module docstring for the argument).
 
-    The exact EDT (:func:`radius_index_map`) and the map of ball centres are computed now
-    and written to ``scratch``; the painting is returned lazily
+    A volume of up to 64 Mi voxels is measured now, in memory. On a larger one the exact
+    EDT (:func:`radius_index_map`) and the map of ball centres are computed now and
+    written to ``scratch``; the painting is returned lazily
     (:func:`paint_from_centres`): windows of the centre map with a halo of the largest
     radius ``R``, whole multiples of its chunks, sized so that the halo costs little and a
     task stays under ~768 MB (2 bytes per window voxel, 10 per core voxel) where ``R``
