@@ -181,8 +181,24 @@ def test_small_paint_windows_equal_one_window(monkeypatch, window):
     v |= three_phase(v.shape, seed=4, sigma=1.3) == 1
     ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
     force_chunked(monkeypatch)
-    monkeypatch.setattr(T, "_PAINT_WINDOW_BYTES", 2 * window)
+    monkeypatch.setattr(T, "_PAINT_TASK_BYTES", 2 * window)
     got = local_thickness(da.from_array(v, chunks=(6, 8, 8)), 1, voxel_size=(50, 30, 30))
+    np.testing.assert_array_equal(got.compute(), ref)
+
+
+def test_painting_windows_read_in_several_z_slabs(monkeypatch):
+    # deeper than one stored chunk of the centre map (64 slices): each painting task lists
+    # the centres of its window slab by slab, across the slabs' edges
+    import bigvol.metrics.thickness as T
+
+    v = np.zeros((150, 20, 24), np.uint8)
+    z, y, x = np.mgrid[:150, :20, :24]
+    v[(z - 64) ** 2 + (y - 10) ** 2 + (x - 12) ** 2 < 9**2] = 1  # across a slab edge
+    v |= three_phase(v.shape, seed=6, sigma=1.5) == 1
+    ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
+    force_chunked(monkeypatch)
+    monkeypatch.setattr(T, "_PAINT_TASK_BYTES", 10 * 40 * 20 * 24)  # cores of 40 slices
+    got = local_thickness(da.from_array(v, chunks=(20, 20, 24)), 1, voxel_size=(50, 30, 30))
     np.testing.assert_array_equal(got.compute(), ref)
 
 

@@ -63,7 +63,7 @@ def _parallel_slots() -> int:
 
 
 def work_chunks(x: da.Array, depth: Sequence[int], *, max_window: int = MAX_WINDOW_VOXELS,
-                core_weight: float = 0.0,
+                core_weight: float = 0.0, window_weight: float = 1.0,
                 slots: int | None = None) -> tuple[tuple[int, ...], ...]:
     """Chunks for a pass whose windows carry a halo of ``depth`` voxels per axis.
 
@@ -73,8 +73,9 @@ def work_chunks(x: da.Array, depth: Sequence[int], *, max_window: int = MAX_WIND
     (so the rechunk only groups chunks), no smaller than the halo, and minimise the windows'
     total voxels per parallel slot, ``prod(n + 2d (blocks - 1)) / min(blocks, slots)``, under
     ``max_window`` voxels per window, where each core voxel also counts ``core_weight``
-    window voxels (a pass that holds more per output voxel than per input voxel): memory
-    is bounded by the window, not by the volume. Where no choice fits, the smallest
+    window voxels (a pass that holds more per output voxel than per input voxel) and each
+    window voxel ``window_weight`` (0 for a pass that streams its window): memory is
+    bounded by the window, not by the volume. Where no choice fits, the smallest
     windows are taken.
     """
     slots = _parallel_slots() if slots is None else max(1, int(slots))
@@ -98,7 +99,8 @@ def work_chunks(x: da.Array, depth: Sequence[int], *, max_window: int = MAX_WIND
     for oz in axes[0]:
         for oy in axes[1]:
             for ox in axes[2]:
-                window = oz[3] * oy[3] * ox[3] + core_weight * oz[0] * oy[0] * ox[0]
+                window = (window_weight * oz[3] * oy[3] * ox[3]
+                          + core_weight * oz[0] * oy[0] * ox[0])
                 blocks = oz[1] * oy[1] * ox[1]
                 cost = oz[2] * oy[2] * ox[2] / min(blocks, slots)
                 key = (window > max_window, window if window > max_window else 0, cost, window)

@@ -287,41 +287,41 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
 
 
 @numba.njit(cache=True, nogil=True)
-def _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
-    """The centres of ``cw`` in the region whose ball reaches the core: their flat window
-    index and radius index (one scan; the lists double when full), and the largest index."""
-    wz, wy, wx = cw.shape
-    cap = 1 << 16
-    cand = np.empty(cap, np.int64)
-    candk = np.empty(cap, np.int64)
-    n = 0
-    kmax = 0
-    for z in range(reg_lo[0], reg_hi[0]):
-        ddz = max(core_lo[0] - z, z - (core_hi[0] - 1), 0) * spacing[0]
-        for y in range(reg_lo[1], reg_hi[1]):
-            ddy = max(core_lo[1] - y, y - (core_hi[1] - 1), 0) * spacing[1]
-            for x in range(reg_lo[2], reg_hi[2]):
-                k = int(cw[z, y, x])
+def collect_centres(block, origin, core_shape, spacing, step, cand, n, kmax):
+    """Append to ``cand`` (rows ``z, y, x, k``, int32; doubled when full) the centres of
+    ``block`` whose ball reaches the core ``[0, core_shape)``; ``origin`` is the block's
+    first voxel in core coordinates (negative in the halo). Returns ``(cand, n, kmax)``:
+    the list, its length and the largest ``k`` so far. A window can be fed block by block
+    (a few stored chunks at a time), so it is never held whole."""
+    bz, by, bx = block.shape
+    nz, ny, nx = core_shape[0], core_shape[1], core_shape[2]
+    for i in range(bz):
+        z = origin[0] + i
+        ddz = max(-z, z - (nz - 1), 0) * spacing[0]
+        for j in range(by):
+            y = origin[1] + j
+            ddy = max(-y, y - (ny - 1), 0) * spacing[1]
+            for q in range(bx):
+                k = int(block[i, j, q])
                 if k == 0 or k == NOT_A_CENTRE:
                     continue
                 t = k * step
-                ddx = max(core_lo[2] - x, x - (core_hi[2] - 1), 0) * spacing[2]
+                x = origin[2] + q
+                ddx = max(-x, x - (nx - 1), 0) * spacing[2]
                 if ddz * ddz + ddy * ddy + ddx * ddx >= t * t:
                     continue  # the ball does not reach the core
-                if n == cap:
-                    cap *= 2
-                    grown = np.empty(cap, np.int64)
+                if n == cand.shape[0]:
+                    grown = np.empty((2 * n, 4), np.int32)
                     grown[:n] = cand
                     cand = grown
-                    grown = np.empty(cap, np.int64)
-                    grown[:n] = candk
-                    candk = grown
-                cand[n] = (z * wy + y) * wx + x
-                candk[n] = k
+                cand[n, 0] = z
+                cand[n, 1] = y
+                cand[n, 2] = x
+                cand[n, 3] = k
                 n += 1
                 if k > kmax:
                     kmax = k
-    return cand[:n], candk[:n], kmax
+    return cand, n, kmax
 
 
 @numba.njit(cache=True, nogil=True)
@@ -330,22 +330,36 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
 
     ``cw`` is a window of the centre map (:func:`mark_centres`); ``core_lo``/``core_hi``
     bound the core (the output), ``reg_lo``/``reg_hi`` the centres whose ball may reach the
-    core. A voxel ``p`` is covered by centre ``c`` when ``|p - c| < t(c)``; the result is
-    the largest such ``k`` (0 outside the phase). Balls are painted from the largest radius
-    down, each voxel written once (64-bit words of unfilled voxels per tile-row, and per
-    plane and tile a bit per row that still has some, skip what is painted).
+    core (:func:`collect_centres`, then :func:`paint_listed`).
+    """
+    core = cw[core_lo[0]:core_hi[0], core_lo[1]:core_hi[1], core_lo[2]:core_hi[2]]
+    origin = np.empty(3, np.int64)
+    for a in range(3):
+        origin[a] = reg_lo[a] - core_lo[a]
+    cand, n, kmax = collect_centres(
+        cw[reg_lo[0]:reg_hi[0], reg_lo[1]:reg_hi[1], reg_lo[2]:reg_hi[2]], origin,
+        np.array(core.shape, np.int64), spacing, step, np.empty((1 << 16, 4), np.int32), 0, 0)
+    return paint_listed(core, cand[:n], kmax, spacing, step)
+
+
+@numba.njit(cache=True, nogil=True)
+def paint_listed(core, cand, kmax, spacing, step):
+    """Radius index ``k`` (radius ``k * step``) of the largest covering ball, per voxel of
+    the core, from the listed centres (:func:`collect_centres`).
+
+    ``core`` is the core's part of the centre map (non-zero in the phase). A voxel ``p`` is
+    covered by centre ``c`` when ``|p - c| < t(c)``; the result is the largest such ``k``
+    (0 outside the phase). Balls are painted from the largest radius down, each voxel
+    written once (64-bit words of unfilled voxels per tile-row, and per plane and tile a
+    bit per row that still has some, skip what is painted).
     """
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
-    wz, wy, wx = cw.shape
-    cz0, cy0, cx0 = core_lo[0], core_lo[1], core_lo[2]
-    nz, ny, nx = core_hi[0] - cz0, core_hi[1] - cy0, core_hi[2] - cx0
+    nz, ny, nx = core.shape
     out = np.zeros((nz, ny, nx), np.uint16)
-
-    # 1. the centres whose ball reaches the core
-    cand, candk, kmax = _centres_reaching(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step)
     ncand = cand.shape[0]
+    candk = cand[:, 3]
 
-    # 2. counting sort, largest radius first
+    # 1. counting sort, largest radius first
     counts = np.zeros(kmax + 2, np.int64)
     for i in range(ncand):
         counts[kmax - candk[i] + 1] += 1
@@ -357,7 +371,7 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         order[counts[slot]] = i
         counts[slot] += 1
 
-    # 3. per tile-row (_PAINT_TILE columns of a core row), a word of its unfilled voxels
+    # 2. per tile-row (_PAINT_TILE columns of a core row), a word of its unfilled voxels
     # (voxels outside the phase start filled); per plane and tile, one bit per row whose
     # word is not empty (64 rows to a word). A ball plane visits only the rows of its tiles
     # that still have unfilled voxels, a few bit scans where larger balls painted it all
@@ -374,13 +388,13 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
         for y in range(ny):
             wb = (z * ny + y) * nt
             for x in range(nx):
-                if cw[z + cz0, y + cy0, x + cx0] != 0:
+                if core[z, y, x] != 0:
                     words[wb + x // tw] |= one << np.uint64(x % tw)
             for t in range(nt):
                 if words[wb + t] != 0:
                     ybits[(z * nt + t) * nyb + y // 64] |= one << np.uint64(y % 64)
 
-    # 4. paint; centres come grouped by radius, so the half-width of each row of the
+    # 3. paint; centres come grouped by radius, so the half-width of each row of the
     # ball is tabulated once per radius, and per plane and distance ``dx`` from the centre
     # column the half-height of the part of its disc at least ``dx`` wide
     cur_k = -1
@@ -411,15 +425,12 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
                     while wtab[dz + rz, ry + h] < dx:
                         h -= 1
                     htab[dz + rz, dx] = h
-        flat = cand[ci]
-        x = flat % wx
-        y = (flat // wx) % wy
-        z = flat // (wx * wy)
-        xc = x - cx0
-        yc = y - cy0
+        z = cand[ci, 0]
+        yc = cand[ci, 1]
+        xc = cand[ci, 2]
         # only the planes of the ball that lie in the core
-        for dz in range(max(-rz, cz0 - z), min(rz, cz0 + nz - 1 - z) + 1):
-            zc = z + dz - cz0
+        for dz in range(max(-rz, -z), min(rz, nz - 1 - z) + 1):
+            zc = z + dz
             wz = wtab[dz + rz]
             hz = htab[dz + rz]
             hy = hz[0]

@@ -35,14 +35,15 @@ returned lazily. None needs a bound on the radius beforehand.
 3. **Painting**: the thickness of a core voxel ``p`` only depends on centres ``c`` with
    ``|p - c| < t(c) <= R``, so windows of the centre map with a halo of ``R`` give every
    core the whole-volume answer, independent of the chunking. Each task reads its window
-   straight from the scratch store. Balls are painted from the largest down, each voxel
-   once, skipping rows (and tiles of rows) already painted.
+   straight from the scratch store, one stored z-slab at a time, and lists the centres
+   whose ball reaches its core. Balls are painted from the largest down, each voxel once,
+   skipping rows (and tiles of rows) already painted.
 
 A volume of up to 64 Mi voxels runs the same three passes in memory, split among
 threads, with no scratch store or task graph (:data:`_IN_MEMORY_VOXELS`).
 
-The painting's windows are whole multiples of the chunks, sized so that the halo costs
-little and a task stays under a fixed budget of bytes where ``R`` allows
+The painting's cores are whole multiples of the chunks, sized so that the halo costs
+little and a task stays under a fixed budget of bytes whatever ``R``
 (:func:`~bigvol.metrics._chunked.work_chunks`); passes 1-2 hold a few slices or one
 column block (``Z x 128 x 128``, narrower on volumes deeper than 1024 slices). Peak
 memory follows those sizes, not the volume; the scratch is 4 then 2 bytes per voxel
@@ -274,7 +275,11 @@ def _paint_core(window, lo, hi, reg, spacing, step, out_dtype):
         np.ascontiguousarray(window), np.array(lo, np.int64), np.array(hi, np.int64), reg_lo,
         reg_hi, np.array(spacing, np.float64), float(step),
     )
-    # 2 k s is exact in float32 (k < 2^16): no float64 copy of the core
+    return _diameters(k, step, out_dtype)
+
+
+def _diameters(k, step, out_dtype):
+    """Radius indices -> diameters ``2 k s``, exact in float32 (k < 2^16): no float64 copy."""
     work = np.float64 if out_dtype == np.float64 else np.float32
     out = k.astype(work)
     out *= work(2.0 * step)
@@ -299,9 +304,9 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     EDT (:func:`radius_index_map`) and the map of ball centres are computed now and
     written to ``scratch``; the painting is returned lazily
     (:func:`paint_from_centres`): windows of the centre map with a halo of the largest
-    radius ``R``, whole multiples of its chunks, sized so that the halo costs little and a
-    task stays under ~768 MB (2 bytes per window voxel, 10 per core voxel) where ``R``
-    allows.
+    radius ``R`` around cores that are whole multiples of its chunks, sized so that the
+    halo costs little and a task stays under ~384 MB (10 bytes per core voxel; the window
+    is read one z-slab at a time).
 
     Parameters
     ----------
@@ -482,8 +487,12 @@ def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
     if chunks is None:
         chunks = centres.chunks
     grid = da.empty(centres.shape, dtype=np.uint16, chunks=chunks)
-    work = work_chunks(grid, reg, max_window=_PAINT_WINDOW_BYTES // 2, core_weight=5)
-    if isinstance(centres, da.Array):
+    # a task holds ~10 bytes per core voxel, plus its whole window (2 bytes per voxel) on
+    # the dask path, or one z-slab of it when it reads from the store
+    streamed = not isinstance(centres, da.Array)
+    work = work_chunks(grid, reg, max_window=_PAINT_TASK_BYTES // 2, core_weight=5,
+                       window_weight=0.0 if streamed else 1.0)
+    if not streamed:
         win, depth = overlapped(centres.rechunk(work), reg)
         out = da.map_blocks(
             _thickness_block, win, depth=depth, reg=reg, spacing=spacing, step=step,
@@ -499,24 +508,40 @@ def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
 
 
 def _thickness_from_store(*, centres, reg, spacing, step, out_dtype, block_info=None):
-    """One painting task: read the core's window (core + ``reg``, clipped to the volume)
-    of the stored centre map and paint the core."""
+    """One painting task: the centres of the core's window (core + ``reg``, clipped to the
+    volume) whose ball reaches the core, listed from the stored centre map one stored
+    z-slab of the window at a time (the window is never held whole: at R = 128 px it is
+    ~10x the core), then the core painted."""
     from ..store import read_region
+    from ._thickness_kernels import collect_centres, paint_listed
 
     loc = block_info[None]["array-location"]
+    core = read_region(centres, tuple(slice(a, b) for a, b in loc))
+    shape = np.array(core.shape, np.int64)
+    if not core.any():
+        return np.zeros(core.shape, out_dtype)
     lo = [max(a - r, 0) for (a, _), r in zip(loc, reg)]
     hi = [min(b + r, n) for (_, b), r, n in zip(loc, reg, centres.shape)]
-    window = read_region(centres, tuple(slice(a, b) for a, b in zip(lo, hi)))
-    return _paint_core(window, [a - w for (a, _), w in zip(loc, lo)],
-                       [b - w for (_, b), w in zip(loc, lo)], reg, spacing, step, out_dtype)
+    sp = np.array(spacing, np.float64)
+    cand, n, kmax = np.empty((1 << 16, 4), np.int32), 0, 0
+    dz = centres.chunks[0]
+    z1 = lo[0]
+    while z1 < hi[0]:  # the stored z-slabs the window crosses
+        z0, z1 = z1, min((z1 // dz + 1) * dz, hi[0])
+        block = read_region(centres, (slice(z0, z1), slice(lo[1], hi[1]), slice(lo[2], hi[2])))
+        origin = np.array([z0 - loc[0][0], lo[1] - loc[1][0], lo[2] - loc[2][0]], np.int64)
+        cand, n, kmax = collect_centres(block, origin, shape, sp, float(step), cand, n, kmax)
+    k = paint_listed(core, cand[:n], kmax, sp, float(step))
+    return _diameters(k, step, out_dtype)
 
 
-#: bytes of one painting task: 2 per window voxel (the uint16 window read from the store),
-#: ~10 per core voxel (the radius index, the output and its float copy; the words of
-#: unfilled voxels are 1/4 byte). Large windows pay off where the halo is wide (the
-#: active material's): on a 1-GVx predicted segmentation its painting took 138 s with
-#: 188 Mi-voxel windows around 32 Mi-voxel cores, 165 s with 81 around 6
-_PAINT_WINDOW_BYTES = 768 * 2**20
+#: bytes of one painting task: ~10 per core voxel (its part of the centre map, the radius
+#: index, the output and its float copy; the words of unfilled voxels are 1/4 byte), plus
+#: one z-slab of its window when it reads from the store. Within that, cores are as large
+#: as the halo makes worth it: reading and scanning the window is the halo's cost (on a
+#: 1-GVx predicted segmentation the active material's painting took 138 s with 32
+#: Mi-voxel cores in 188 Mi-voxel windows, 165 s with 6 in 81)
+_PAINT_TASK_BYTES = 384 * 2**20
 
 
 def _core_chunks(win: da.Array, depth) -> tuple:
