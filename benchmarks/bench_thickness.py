@@ -91,7 +91,8 @@ def speed(args):
     ref = np.load(path + ".porespy-bf.npy")
     print(f"volume ({args.size},)*3 {what}, phase fraction {v.mean():.3f}; bigvol chunks "
           f"{tuple(args.chunks)}; "
-          f"{args.workers} threads each; other jobs were running on this 2-core machine")
+          f"{args.workers} threads each; 1-min load average after the runs "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     for k, r in res.items():
         print(f"  {k:<11} {r['seconds']:7.2f} s  {nvox / r['seconds'] / 1e6:7.2f} MVx/s  "
               f"peak RSS {r['peak_rss'] / 2**20:7.0f} MiB")
