@@ -150,7 +150,7 @@ def test_paint_pass_lazy_once_per_window_and_scratch_removed(monkeypatch, tmp_pa
     import gc
 
     v = da.from_array(three_phase((30, 40, 36), seed=5, sigma=1.2), chunks=(15, 20, 18))
-    ref = local_thickness(v.compute(), 2).compute()  # in memory: no scratch
+    ref = local_thickness(v.compute(), 2, scratch=tmp_path).compute()  # in memory: no scratch
     assert not list(tmp_path.iterdir())
     force_chunked(monkeypatch)
     lt = local_thickness(v, 2, scratch=tmp_path)  # the radius map is written now
