@@ -3,10 +3,8 @@
 1. ``speed``: a (256, 256, 256) volume (a phase of the bigvol phantom when bigvol.synth is
    available, else Gaussian blobs), isotropic voxels. PoreSpy ``local_thickness``
    (methods "bf" and "dt", in memory, returns a radius) against
-   ``bigvol.metrics.local_thickness`` (returns a diameter) as a user calls it (a volume
-   this small is measured in memory, its passes split among threads) and ``bigvol-chunked``
-   forced through the out-of-core passes that large volumes take (chunks (128, 256, 256),
-   scratch Zarr store). Each run in its own subprocess so that
+   ``bigvol.metrics.local_thickness`` (chunks (128, 256, 256), returns a diameter). Each
+   run in its own subprocess so that
    peak RSS (ru_maxrss) is its own; warm-up (numba compilation) done in the same
    subprocess before timing. Prints
    MVx/s, peak RSS, the ratios, and checks that bigvol == 2 x PoreSpy.
@@ -58,11 +56,8 @@ def child(which, path, workers, chunks):
         import dask
         import dask.array as da
 
-        import bigvol.metrics.thickness as T
         from bigvol.metrics import local_thickness
 
-        if which == "bigvol-chunked":
-            T._IN_MEMORY_VOXELS = 0
         local_thickness(v[:32, :32, :32], 1).compute()  # warm-up (numba cache)
         with dask.config.set(scheduler="threads", num_workers=workers):
             t = time.perf_counter()
@@ -78,7 +73,7 @@ def speed(args):
     path = f"/tmp/bench_lt_{os.getpid()}.npy"
     np.save(path, v)
     res = {}
-    for which in ("bigvol", "bigvol-chunked", "porespy-bf", "porespy-dt"):
+    for which in ("bigvol", "porespy-bf", "porespy-dt"):
         env = dict(os.environ, NUMBA_NUM_THREADS=str(args.workers), OMP_NUM_THREADS="1")
         p = subprocess.run([sys.executable, __file__, "_child", which, path, str(args.workers),
                             ",".join(str(c) for c in args.chunks)],
@@ -96,15 +91,14 @@ def speed(args):
     for k, r in res.items():
         print(f"  {k:<11} {r['seconds']:7.2f} s  {nvox / r['seconds'] / 1e6:7.2f} MVx/s  "
               f"peak RSS {r['peak_rss'] / 2**20:7.0f} MiB")
-    for mine in ("bigvol", "bigvol-chunked"):
-        b = res[mine]
-        for k in ("porespy-bf", "porespy-dt"):
-            r = res[k]
-            print(f"  {mine} / {k}: speed x{r['seconds'] / b['seconds']:.2f}, "
-                  f"peak RSS x{b['peak_rss'] / r['peak_rss']:.2f}")
-        got = np.load(path + f".{mine}.npy")
-        print(f"  {mine} == 2 x porespy-bf: {np.array_equal(got, ref)} "
-              f"(max |diff| {np.abs(got - ref).max():.1f} voxel)")
+    b = res["bigvol"]
+    for k in ("porespy-bf", "porespy-dt"):
+        r = res[k]
+        print(f"  bigvol / {k}: speed x{r['seconds'] / b['seconds']:.2f}, "
+              f"peak RSS x{b['peak_rss'] / r['peak_rss']:.2f}")
+    got = np.load(path + ".bigvol.npy")
+    print(f"  bigvol == 2 x porespy-bf: {np.array_equal(got, ref)} "
+          f"(max |diff| {np.abs(got - ref).max():.1f} voxel)")
     for f in (path, *(path + f".{w}.npy" for w in res)):
         os.remove(f)
 

@@ -18,22 +18,6 @@ def three_phase(shape, seed=0, sigma=2.0):
     return np.digitize(f, np.quantile(f, [0.3, 0.65])).astype(np.uint8)
 
 
-def force_chunked(monkeypatch):
-    """Send even a small volume through the out-of-core passes (scratch store, windows)."""
-    import bigvol.metrics.thickness as T
-
-    monkeypatch.setattr(T, "_IN_MEMORY_VOXELS", 0)
-
-
-@pytest.fixture(params=["in-memory", "chunked"])
-def both_paths(request, monkeypatch):
-    """The exactness tests run on both ways of computing: small volumes in memory, and
-    the out-of-core passes that large volumes take."""
-    if request.param == "chunked":
-        force_chunked(monkeypatch)
-    return request.param
-
-
 class CountTasks(Callback):
     def __init__(self, needle):
         super().__init__()
@@ -45,7 +29,7 @@ class CountTasks(Callback):
 
 
 @pytest.mark.parametrize("shape", [(40, 40, 40), (16, 40, 150)])  # rows of several tiles
-def test_equals_porespy_diameter_on_isotropic_volume(shape, both_paths):
+def test_equals_porespy_diameter_on_isotropic_volume(shape):
     ps = pytest.importorskip("porespy")
     v = blobs(shape, seed=1, sigma=2.5)
     # PoreSpy's "dt" and "bf" methods give the same integer-radius answer; "dt" needs no
@@ -63,11 +47,9 @@ def test_equals_porespy_diameter_on_isotropic_volume(shape, both_paths):
     ids=["uneven", "size1", "one", "mixed"],
 )
 @pytest.mark.parametrize("voxel_size", [None, (50, 30, 30)])
-def test_chunk_invariant(monkeypatch, shape, chunks, voxel_size):
-    # the in-memory result against the out-of-core passes on several chunkings
+def test_chunk_invariant(shape, chunks, voxel_size):
     v = three_phase(shape, seed=3, sigma=1.5)
     ref = local_thickness(v, 1, voxel_size=voxel_size).compute()
-    force_chunked(monkeypatch)
     got = local_thickness(da.from_array(v, chunks=chunks), 1, voxel_size=voxel_size)
     assert got.chunks == da.from_array(v, chunks=chunks).chunks
     np.testing.assert_array_equal(got.compute(), ref)
@@ -86,7 +68,6 @@ def test_centres_marked_per_column_block_do_not_change_the_thickness(monkeypatch
 
     v = three_phase((24, 30, 28), seed=6, sigma=2.0)
     ref = local_thickness(v, 2, voxel_size=voxel_size).compute()
-    force_chunked(monkeypatch)
     monkeypatch.setattr(T, "_column_side", lambda depth: side)
     got = local_thickness(da.from_array(v, chunks=(7, 11, 13)), 2, voxel_size=voxel_size)
     np.testing.assert_array_equal(got.compute(), ref)
@@ -94,7 +75,7 @@ def test_centres_marked_per_column_block_do_not_change_the_thickness(monkeypatch
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("n", [3, 4, 5])
-def test_slab_exact_anisotropic(axis, n, both_paths):
+def test_slab_exact_anisotropic(axis, n):
     vs = (50.0, 30.0, 20.0)
     shape = [12, 12, 12]
     v = np.zeros(shape, np.uint8)
@@ -111,7 +92,7 @@ def test_slab_exact_anisotropic(axis, n, both_paths):
         assert expected == (n if n % 2 == 0 else n + 1) * step
 
 
-def test_sphere_exact_physical_ball_on_anisotropic_voxels(both_paths):
+def test_sphere_exact_physical_ball_on_anisotropic_voxels():
     vs = (50.0, 30.0, 30.0)
     z, y, x = np.mgrid[:21, :31, :31]
     d2 = ((z - 10) * vs[0]) ** 2 + ((y - 15) * vs[1]) ** 2 + ((x - 15) * vs[2]) ** 2
@@ -121,7 +102,7 @@ def test_sphere_exact_physical_ball_on_anisotropic_voxels(both_paths):
     assert max_inscribed_radius(v, 1, voxel_size=vs) == 300.0
 
 
-def test_two_balls_keep_their_own_diameters(both_paths):
+def test_two_balls_keep_their_own_diameters():
     z, y, x = np.mgrid[:20, :40, :20]
     big = (z - 10) ** 2 + (y - 12) ** 2 + (x - 10) ** 2 < 8**2
     small = (z - 10) ** 2 + (y - 32) ** 2 + (x - 10) ** 2 < 4**2
@@ -131,7 +112,7 @@ def test_two_balls_keep_their_own_diameters(both_paths):
     assert np.unique(lt[small]).tolist() == [8.0]
 
 
-def test_max_diameter_caps_thick_parts_and_keeps_thin_parts_exact(both_paths):
+def test_max_diameter_caps_thick_parts_and_keeps_thin_parts_exact():
     z, y, x = np.mgrid[:20, :40, :20]
     big = (z - 10) ** 2 + (y - 12) ** 2 + (x - 10) ** 2 < 8**2
     small = (z - 10) ** 2 + (y - 32) ** 2 + (x - 10) ** 2 < 4**2
@@ -146,13 +127,10 @@ def test_max_diameter_caps_thick_parts_and_keeps_thin_parts_exact(both_paths):
                                   local_thickness(v, 1).compute())
 
 
-def test_paint_pass_lazy_once_per_window_and_scratch_removed(monkeypatch, tmp_path):
+def test_paint_pass_lazy_once_per_window_and_scratch_removed(tmp_path):
     import gc
 
     v = da.from_array(three_phase((30, 40, 36), seed=5, sigma=1.2), chunks=(15, 20, 18))
-    ref = local_thickness(v.compute(), 2, scratch=tmp_path).compute()  # in memory: no scratch
-    assert not list(tmp_path.iterdir())
-    force_chunked(monkeypatch)
     lt = local_thickness(v, 2, scratch=tmp_path)  # the radius map is written now
     (folder,) = list(tmp_path.iterdir())
     assert (folder / "map.zarr" / "centres").is_dir()
@@ -162,6 +140,7 @@ def test_paint_pass_lazy_once_per_window_and_scratch_removed(monkeypatch, tmp_pa
         out = lt.compute(optimize_graph=False)  # keep task names: count the real blocks
     blocks = [k for k in dict(lt.__dask_graph__()) if "_thickness_from_store" in str(k)]
     assert cb.n == len(blocks) >= 1  # each window computed once
+    ref = local_thickness(v.compute(), 2).compute()
     np.testing.assert_array_equal(out, ref)
     del lt
     gc.collect()
@@ -180,7 +159,6 @@ def test_small_paint_windows_equal_one_window(monkeypatch, window):
         v[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 < r * r] = 1
     v |= three_phase(v.shape, seed=4, sigma=1.3) == 1
     ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
-    force_chunked(monkeypatch)
     monkeypatch.setattr(T, "_PAINT_TASK_BYTES", 2 * window)
     got = local_thickness(da.from_array(v, chunks=(6, 8, 8)), 1, voxel_size=(50, 30, 30))
     np.testing.assert_array_equal(got.compute(), ref)
@@ -196,7 +174,6 @@ def test_painting_windows_read_in_several_z_slabs(monkeypatch):
     v[(z - 64) ** 2 + (y - 10) ** 2 + (x - 12) ** 2 < 9**2] = 1  # across a slab edge
     v |= three_phase(v.shape, seed=6, sigma=1.5) == 1
     ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
-    force_chunked(monkeypatch)
     monkeypatch.setattr(T, "_PAINT_TASK_BYTES", 10 * 40 * 20 * 24)  # cores of 40 slices
     got = local_thickness(da.from_array(v, chunks=(20, 20, 24)), 1, voxel_size=(50, 30, 30))
     np.testing.assert_array_equal(got.compute(), ref)
@@ -249,7 +226,7 @@ def test_paint_windows_are_few_and_bounded():
     assert [c[0] for c in ch] == [320, 1024, 1024]
 
 
-def test_float16_and_absent_phase(both_paths):
+def test_float16_and_absent_phase():
     v = three_phase((16, 16, 16), seed=2)
     a = local_thickness(v, 0, voxel_size=(50, 30, 30)).compute()
     b = local_thickness(v, 0, voxel_size=(50, 30, 30), dtype=np.float16).compute()
@@ -260,11 +237,10 @@ def test_float16_and_absent_phase(both_paths):
 
 
 @pytest.mark.slow
-def test_distributed_cluster_matches_threads(monkeypatch):
+def test_distributed_cluster_matches_threads():
     distributed = pytest.importorskip("distributed")
     v = three_phase((20, 26, 24), seed=9)
     ref = local_thickness(v, 1, voxel_size=(50, 30, 30)).compute()
-    force_chunked(monkeypatch)
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
@@ -316,7 +292,7 @@ def test_bad_arguments(kwargs, match):
         local_thickness(v, **kwargs)
 
 
-def test_bad_inputs(both_paths):
+def test_bad_inputs():
     with pytest.raises(InputError, match="3-D"):
         local_thickness(np.zeros((4, 4), np.uint8), 1)
     with pytest.raises(InputError, match="integer"):

@@ -39,9 +39,6 @@ returned lazily. None needs a bound on the radius beforehand.
    whose ball reaches its core. Balls are painted from the largest down, each voxel once,
    skipping rows (and tiles of rows) already painted.
 
-A volume of up to 64 Mi voxels runs the same three passes in memory, split among
-threads, with no scratch store or task graph (:data:`_IN_MEMORY_VOXELS`).
-
 The painting's cores are whole multiples of the chunks, sized so that the halo costs
 little and a task stays under a fixed budget of bytes whatever ``R``
 (:func:`~bigvol.metrics._chunked.work_chunks`); passes 1-2 hold a few slices or one
@@ -164,9 +161,9 @@ def _containment(spacing: tuple, step: float, kmax: int):
         return hit
 
 
-def _column_centres(f, scale, sz, step, cap, spacing):
-    """The z pass of one column block of squared in-slice distances: its radius indices,
-    turned into its centre map when ``spacing`` is given, and its largest EDT."""
+def _radius_index_block(f, *, target, scale, sz, step, cap, spacing, block_info=None):
+    """The z pass of one column block: radius indices, turned into the block's centre map
+    when ``spacing`` is given; returns the largest EDT."""
     from ._thickness_kernels import mark_centres, radius_index_z
 
     k = np.empty(f.shape, np.uint16)
@@ -176,13 +173,6 @@ def _column_centres(f, scale, sz, step, cap, spacing):
         offs, need = _containment(spacing, step, int(k.max()))
         k = mark_centres(k, np.zeros(3, np.int64), np.array(k.shape, np.int64), offs, need,
                          (2 * _CENTRE_REACH + 1) ** 3 - 1, _FAR_INDEX)
-    return k, dmax
-
-
-def _radius_index_block(f, *, target, scale, sz, step, cap, spacing, block_info=None):
-    """The z pass of one column block (:func:`_column_centres`), written to ``target``;
-    returns the largest EDT."""
-    k, dmax = _column_centres(f, scale, sz, step, cap, spacing)
     loc = block_info[0]["array-location"]
     target[tuple(slice(a, b) for a, b in loc)] = k
     return np.full((1, 1, 1), dmax, np.float64)
@@ -300,9 +290,8 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
     integer-radius convention on isotropic voxels). The result does not depend on the
     chunking (see the module docstring for the argument).
 
-    A volume of up to 64 Mi voxels is measured now, in memory. On a larger one the exact
-    EDT (:func:`radius_index_map`) and the map of ball centres are computed now and
-    written to ``scratch``; the painting is returned lazily
+    The exact EDT (:func:`radius_index_map`) and the map of ball centres are computed now
+    and written to ``scratch``; the painting is returned lazily
     (:func:`paint_from_centres`): windows of the centre map with a halo of the largest
     radius ``R`` around cores that are whole multiples of its chunks, sized so that the
     halo costs little and a task stays under ~384 MB (10 bytes per core voxel; the window
@@ -362,8 +351,6 @@ def local_thickness(phases, phase, *, voxel_size=None, max_diameter=None, dtype=
             raise ConfigError(f"max_diameter must be a number, got {max_diameter!r}") from None
         if not (math.isfinite(cap) and cap >= 0):
             raise ConfigError(f"max_diameter must be a non-negative number, got {max_diameter!r}")
-    if phases.size <= _IN_MEMORY_VOXELS:
-        return _thickness_in_memory(phases, phase, spacing, cap, dtype)
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bigvol-thickness-", dir=scratch))
@@ -398,75 +385,6 @@ def _painting_radius(dmax, cap, step, dtype, phase) -> float:
         raise ConfigError(
             f"dtype float16 cannot hold diameters up to {2 * radius:g}; use float32")
     return radius
-
-
-#: volumes up to this many voxels are measured in memory: the same three passes on whole
-#: arrays, split among threads (slabs of slices, column blocks, parts of the painting's
-#: core), with no scratch store on disk or task graph (1.18 s against 1.23 s out of core
-#: at 256^3 on 2 cores). About 12 bytes per voxel, so at most ~0.8 GB
-_IN_MEMORY_VOXELS = 64 * 2**20
-
-
-def _threads() -> int:
-    from ..conventions import available_cores
-
-    return max(1, int(dask.config.get("num_workers", None) or available_cores()))
-
-
-def _thickness_in_memory(phases, phase, spacing, cap, dtype) -> da.Array:
-    """:func:`local_thickness` of a small volume, computed now (see
-    :data:`_IN_MEMORY_VOXELS`); the column blocks and hence the centre map are those of
-    the chunked passes, and the result is the same."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ._thickness_kernels import squared_in_slice
-
-    v = np.ascontiguousarray(phases.compute())
-    Z, Y, X = v.shape
-    sz, sy, sx = spacing
-    m = min(sy, sx)
-    step = min(spacing)
-    n = _threads()
-
-    def parts(length, k):
-        edges = np.linspace(0, length, min(k, length) + 1).round().astype(int)
-        return list(zip(edges[:-1], edges[1:]))
-
-    sq = np.empty(v.shape, np.float32)
-
-    def in_slice(ab):
-        return sum(squared_in_slice(v[i], phase, sy / m, sx / m, sq[i]) for i in range(*ab))
-
-    side = _column_side(Z)
-    cmap = np.empty(v.shape, np.uint16)
-
-    def column(yx):
-        y0, x0 = yx
-        k, dmax = _column_centres(sq[:, y0:y0 + side, x0:x0 + side], m * m, sz, step, cap,
-                                  spacing)
-        cmap[:, y0:y0 + side, x0:x0 + side] = k
-        return dmax
-
-    with ThreadPoolExecutor(n) as ex:
-        if sum(ex.map(in_slice, parts(Z, 4 * n))) == 0:
-            return da.zeros(phases.shape, dtype=dtype, chunks=phases.chunks)
-        dmax = max(ex.map(column, [(y0, x0) for y0 in range(0, Y, side)
-                                   for x0 in range(0, X, side)]))
-        sq = None  # freed before the painting
-        radius = _painting_radius(dmax, cap, step, dtype, phase)
-        if radius < step:
-            return da.zeros(phases.shape, dtype=dtype, chunks=phases.chunks)
-        rz = math.ceil(radius / spacing[0])
-        reg = [math.ceil(radius / s) for s in spacing]
-
-        def paint(ab):
-            a, b = ab
-            lo = max(a - rz, 0)
-            return _paint_core(cmap[lo:min(b + rz, Z)], [a - lo, 0, 0], [b - lo, Y, X], reg,
-                               spacing, step, dtype)
-
-        out = np.concatenate(list(ex.map(paint, parts(Z, 2 * n))))
-    return da.from_array(out, chunks=phases.chunks)
 
 
 def paint_from_centres(centres, radius: float, *, spacing, dtype=np.float32,
@@ -511,25 +429,28 @@ def _thickness_from_store(*, centres, reg, spacing, step, out_dtype, block_info=
     """One painting task: the centres of the core's window (core + ``reg``, clipped to the
     volume) whose ball reaches the core, listed from the stored centre map one stored
     z-slab of the window at a time (the window is never held whole: at R = 128 px it is
-    ~10x the core), then the core painted."""
+    ~10x the core; the core's part of each slab is kept), then the core painted."""
     from ..store import read_region
     from ._thickness_kernels import collect_centres, paint_listed
 
     loc = block_info[None]["array-location"]
-    core = read_region(centres, tuple(slice(a, b) for a, b in loc))
-    shape = np.array(core.shape, np.int64)
-    if not core.any():
-        return np.zeros(core.shape, out_dtype)
     lo = [max(a - r, 0) for (a, _), r in zip(loc, reg)]
     hi = [min(b + r, n) for (_, b), r, n in zip(loc, reg, centres.shape)]
+    core = np.empty(tuple(b - a for a, b in loc), np.uint16)
+    shape = np.array(core.shape, np.int64)
     sp = np.array(spacing, np.float64)
+    (cz0, cz1), (cy0, cy1), (cx0, cx1) = loc
     cand, n, kmax = np.empty((1 << 16, 4), np.int32), 0, 0
     dz = centres.chunks[0]
     z1 = lo[0]
     while z1 < hi[0]:  # the stored z-slabs the window crosses
         z0, z1 = z1, min((z1 // dz + 1) * dz, hi[0])
         block = read_region(centres, (slice(z0, z1), slice(lo[1], hi[1]), slice(lo[2], hi[2])))
-        origin = np.array([z0 - loc[0][0], lo[1] - loc[1][0], lo[2] - loc[2][0]], np.int64)
+        a, b = max(z0, cz0), min(z1, cz1)
+        if a < b:
+            core[a - cz0:b - cz0] = block[a - z0:b - z0, cy0 - lo[1]:cy1 - lo[1],
+                                          cx0 - lo[2]:cx1 - lo[2]]
+        origin = np.array([z0 - cz0, lo[1] - cy0, lo[2] - cx0], np.int64)
         cand, n, kmax = collect_centres(block, origin, shape, sp, float(step), cand, n, kmax)
     k = paint_listed(core, cand[:n], kmax, sp, float(step))
     return _diameters(k, step, out_dtype)
