@@ -39,7 +39,8 @@ Reported: pixel accuracy, IoU per class and their mean, training and inference s
 Usage::
 
     python benchmarks/bench_realdata.py [--datasets epfl-mito,isbi,nanoct] [--budget 600]
-        [--methods segnet,forest,otsu] [--skips 0|1] [--json out.json]
+        [--epochs N] [--methods segnet,forest,otsu] [--skips 0|1] [--tta 4]
+        [--train-options JSON] [--json out.json]
 """
 
 from __future__ import annotations
@@ -120,11 +121,13 @@ def _held_out(ds):
 
 # -- methods ---------------------------------------------------------------------------
 def run_segnet(ds, budget: float, seed: int, skips: bool | None, tta: int,
-               patience: str | None = None) -> tuple[list, dict]:
+               patience: str | None = None, epochs: int | None = None,
+               train_options: dict | None = None) -> tuple[list, dict]:
     import dask.array as da
 
     k = ds["k"]
-    opts = {"k": k, "classes": ds["classes"], "time_limit": budget, "clock": "cpu", "seed": seed, "progress": False}
+    opts = {"k": k, "classes": ds["classes"], "time_limit": budget, "clock": "cpu", "seed": seed,
+            "progress": False, "epochs": epochs, **(train_options or {})}
     if skips is not None:
         opts["skips"] = skips
     if patience is not None:
@@ -239,6 +242,11 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default="epfl-mito,isbi,nanoct")
     ap.add_argument("--methods", default="segnet,forest,otsu")
     ap.add_argument("--budget", type=float, default=600.0, help="SegNet training CPU-seconds per thread")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="SegNet epochs of 50 steps (default: train's, sized to the device); with "
+                    "more than fit, --budget ends training (the schedule anneals by time)")
+    ap.add_argument("--train-options", default=None, metavar="JSON",
+                    help='other bv.segment.train options, e.g. \'{"loss": "ce"}\'')
     ap.add_argument("--skips", type=int, default=None, choices=(0, 1), help="override the SegNet's skips")
     ap.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8))
     ap.add_argument("--patience", default=None, help="override train's patience (an int or 'none')")
@@ -270,7 +278,8 @@ def main(argv=None) -> int:
             if method == "segnet":
                 runs = run_segnet(ds, args.budget, args.seed,
                                   None if args.skips is None else bool(args.skips), args.tta,
-                                  args.patience)
+                                  args.patience, args.epochs,
+                                  json.loads(args.train_options) if args.train_options else None)
             elif method == "forest":
                 runs = {"forest": run_forest(ds, args.seed)}
             elif method == "bvforest":

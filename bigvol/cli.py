@@ -228,9 +228,10 @@ def _add_train(sub) -> None:
                    help="class names, comma-separated, index = label code (default the run's "
                    "phases, e.g. background,mitochondrion for two classes)")
     add_arguments(p, TrainOptions, ("k", "preset", "epochs", "steps_per_epoch", "crop",
-                                   "batch_size", "lr", "patience", "class_weights", "skips",
+                                   "batch_size", "lr", "patience", "class_weights", "loss", "skips",
                                    "seed", "time_limit", "clock", "device", "init"),
                  preset={"choices": ("slim", "paper", "tiny")},
+                 loss={"choices": ("ce", "ce+dice")},
                  device={"choices": ("auto", "cpu", "cuda")}, clock={"choices": ("wall", "cpu")},
                  k={"help": "adjacent slices as input (odd; off: 1, or the --init model's)"},
                  init={"metavar": "MODEL"},

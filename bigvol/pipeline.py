@@ -286,7 +286,7 @@ DEMO_CONFIG = {
     "segment": {
         "method": "segnet",
         "train": {"labels": "truth", "n_slices": 4,
-                  "options": {"k": 5, "class_weights": "sqrt", "epochs": 12,
+                  "options": {"k": 5, "epochs": 12,
                               "steps_per_epoch": 40}},
     },
     # the TauFactor solve takes minutes per sub-volume on 2 cores: off in the demo

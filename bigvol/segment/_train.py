@@ -249,6 +249,32 @@ def _augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
 
 
 # -- training ----------------------------------------------------------------------------
+def _soft_dice_loss(logits, target, n_classes: int):
+    """``1 - mean_c Dice_c`` of the softmax over the labelled pixels of the batch.
+
+    .. math:: D_c = \\frac{2 \\sum_i p_{ic} y_{ic} + s}{\\sum_i p_{ic} + \\sum_i y_{ic} + s}
+
+    summed over every labelled pixel of the batch ("batch Dice"), ``s = 1e-5``, averaged
+    over the classes present in the batch's labels. Added to the cross-entropy as in
+    nnU-Net (Isensee et al., Nature Methods 18, 2021): the Dice term weighs each class by
+    its own size, so thin or rare classes (membranes, binder) count as much as large ones,
+    and it rewards overlap (IoU) rather than per-pixel accuracy.
+    """
+    import torch
+
+    mask = target != UNLABELLED
+    t = torch.where(mask, target, 0)
+    onehot = torch.nn.functional.one_hot(t, n_classes).permute(0, 3, 1, 2).float()
+    m = mask[:, None].float()
+    p = logits.softmax(1) * m
+    onehot = onehot * m
+    inter = (p * onehot).sum((0, 2, 3))
+    size_t = onehot.sum((0, 2, 3))
+    dice = (2 * inter + 1e-5) / (p.sum((0, 2, 3)) + size_t + 1e-5)
+    present = size_t > 0
+    return 1 - dice[present].mean()
+
+
 def _load_checkpoint(path, key: str):
     """The saved training state, or None (no file, another key, or an unreadable file)."""
     import torch
@@ -336,7 +362,8 @@ def train(
     amp: bool | None = None,
     validation: float | Sequence[int] | None = 0.15,
     patience: int | None = 8,
-    class_weights: str | Sequence[float] | None = "sqrt",
+    class_weights: str | Sequence[float] | None = None,
+    loss: str = "ce+dice",
     augment: bool = True,
     seed: int = 0,
     threads: int | None = None,
@@ -353,13 +380,15 @@ def train(
 
     Random ``crop x crop`` patches of the labelled slices, augmented (flips, 90-degree
     rotations, brightness / contrast jitter, noise), are fed in batches to the network,
-    which minimizes the class-balanced cross-entropy
+    which minimizes the cross-entropy plus the soft Dice loss (as nnU-Net does)
 
-    .. math:: L = -\\frac{\\sum_i w_{y_i} \\log p_{y_i}(x_i)}{\\sum_i w_{y_i}}, \\qquad
-              w_c = \\left(\\frac{N}{C\\,N_c}\\right)^{1/2}
+    .. math:: L = -\\frac{1}{N}\\sum_i \\log p_{y_i}(x_i)
+              \\;+\\; 1 - \\frac{1}{C}\\sum_c
+              \\frac{2 \\sum_i p_{ic} [y_i = c]}{\\sum_i p_{ic} + \\sum_i [y_i = c]}
 
     over labelled pixels only (label 255 = unlabelled is ignored, so sparse scribbles
-    work; ``class_weights="balanced"`` drops the square root), with AdamW and a one-cycle
+    work; ``class_weights`` weighs the cross-entropy, ``loss="ce"`` drops the Dice term),
+    with AdamW and a one-cycle
     (or cosine) learning-rate schedule. After every epoch the pixel accuracy on held-out
     validation pixels is measured; training stops early when it has not improved for
     ``patience`` epochs, and the best epoch's weights are kept.
@@ -420,13 +449,19 @@ def train(
     patience : int or None
         Epochs without validation improvement before stopping; None = never stop early.
     class_weights : "balanced", "sqrt", sequence of float or None
-        Loss weight per class: "balanced" = inverse class frequency among the training
-        labels, :math:`w_c = N / (C N_c)` (favours the recall of rare classes such as pores);
-        "sqrt" (default) = its square root, half-way between that and unweighted. On the
-        default phantom (4 labelled slices, 15 CPU-minutes, k=5) "sqrt" gave accuracy 0.975
-        and pore / SE / AM recall 0.909 / 0.967 / 0.994, "balanced" 0.968 and 0.916 / 0.955 /
-        0.987: full balancing buys little pore recall with many SE and AM pixels called
-        pore. None = unweighted.
+        Cross-entropy weight per class: "balanced" = inverse class frequency among the
+        training labels, :math:`w_c = N / (C N_c)` (favours the recall of rare classes such
+        as pores); "sqrt" = its square root; None (default) = unweighted, the Dice term of
+        ``loss`` already weighs each class by its own size.
+    loss : {"ce+dice", "ce"}
+        "ce+dice" (default): the cross-entropy plus the soft Dice loss of the batch,
+        :math:`1 - \\mathrm{mean}_c D_c` (``_soft_dice_loss``), as nnU-Net trains; "ce":
+        the cross-entropy alone. Measured at 600 steps, seed 0, 4 labelled slices, scored
+        on held-out slices (benchmarks/README.md), accuracy / mean IoU: EPFL mitochondria
+        0.9853 / 0.906 against 0.9830 / 0.899 for "ce" with "sqrt" weights (the previous
+        default), ISBI membranes 0.9057 / 0.776 against 0.9006 / 0.771, nano-CT 0.8449 /
+        0.601 against 0.8394 / 0.597, phantom-b 0.9693 / 0.892 against 0.9692 / 0.891;
+        "ce+dice" with "sqrt" weights was no better than either.
     augment : bool
     seed : int
         Seeds the crop sampler, the augmentation and the network initialization. On the
@@ -539,6 +574,8 @@ def train(
             raise ConfigError(f"{name} must be >= 1, got {v!r}")
     if clock not in ("wall", "cpu"):
         raise ConfigError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if loss not in ("ce", "ce+dice"):
+        raise ConfigError(f"loss must be 'ce' or 'ce+dice', got {loss!r}")
     if schedule not in ("onecycle", "cosine", "constant"):
         raise ConfigError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {schedule!r}")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -588,10 +625,12 @@ def train(
     counts = np.zeros(n_classes, np.int64)
     for i, w in train_items:
         counts += np.bincount(labs[i][:, :w].ravel(), minlength=256)[:n_classes]
+    if isinstance(class_weights, str) and class_weights.lower() == "none":  # from the CLI
+        class_weights = None
+    if (counts == 0).any():  # the model could never learn to predict it
+        missing = [classes[c] for c in np.flatnonzero(counts == 0)]
+        raise InputError(f"the training labels hold no pixel of class {missing}; label some")
     if isinstance(class_weights, str) and class_weights in ("balanced", "sqrt"):
-        if (counts == 0).any():
-            missing = [classes[c] for c in np.flatnonzero(counts == 0)]
-            raise InputError(f"the training labels hold no pixel of class {missing}; label some")
         cw = counts.sum() / (n_classes * counts.astype(np.float64))
         if class_weights == "sqrt":
             cw = np.sqrt(cw)
@@ -633,6 +672,7 @@ def train(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda _s: _lr_factor(schedule, progress_at["p"])
         )
+        loss_kind = loss
         loss_fn = torch.nn.CrossEntropyLoss(
             weight=torch.tensor(cw, dtype=torch.float32, device=device), ignore_index=UNLABELLED
         )
@@ -732,6 +772,8 @@ def train(
                 ):
                     logits = net(xb)
                 loss = loss_fn(logits.float(), yb)
+                if loss_kind == "ce+dice":
+                    loss = loss + _soft_dice_loss(logits.float(), yb, n_classes)
                 loss.backward()
                 opt.step()
                 progress_at["p"] = min(1.0, max(
@@ -803,7 +845,7 @@ def train(
             "validation": (
                 validation if not isinstance(validation, (list, tuple)) else list(validation)
             ),
-            "patience": patience, "augment": bool(augment), "seed": int(seed),
+            "patience": patience, "augment": bool(augment), "loss": loss_kind, "seed": int(seed),
             "time_limit": time_limit, "clock": clock,
             "class_weights": (
                 class_weights if isinstance(class_weights, (str, type(None)))
