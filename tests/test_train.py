@@ -58,6 +58,42 @@ def test_class_weights_balanced_sqrt_and_unknown(data):
     np.testing.assert_allclose(b.record["class_loss_weights"], np.sqrt(balanced))
     with pytest.raises(ConfigError, match="class_weights.*'sqrt'.*'inverse'"):
         bv.segment.train(img[[1, 6]], truth[[1, 6]], class_weights="inverse", **opts)
+    c = bv.segment.train(img[[1, 6]], truth[[1, 6]], class_weights="none", **opts)  # CLI text
+    assert c.record["class_loss_weights"] == [1.0, 1.0, 1.0]
+
+
+def test_soft_dice_loss_equals_a_direct_computation_over_labelled_pixels():
+    from bigvol.segment._train import _soft_dice_loss
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 9, 11))
+    target = rng.integers(0, 3, size=(2, 9, 11))
+    target[0, :4] = 255  # unlabelled: left out of every sum
+    target[target == 2] = np.where(rng.random((target == 2).sum()) < 0.5, 255, 0)  # one class absent
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    lab = target != 255
+    dice = []
+    for c in (0, 1):  # class 2 has no labelled pixel: not averaged
+        y = (target == c) & lab
+        pc = p[:, c] * lab
+        dice.append((2 * (pc * y).sum() + 1e-5) / (pc.sum() + y.sum() + 1e-5))
+    got = _soft_dice_loss(torch.tensor(logits), torch.tensor(target), 3)
+    assert float(got) == pytest.approx(1 - np.mean(dice), rel=1e-9)
+    # a perfect, confident prediction has (almost) no Dice loss
+    perfect = torch.nn.functional.one_hot(torch.tensor(np.where(lab, target, 0)), 3)
+    assert float(_soft_dice_loss(50.0 * perfect.permute(0, 3, 1, 2).double(),
+                                 torch.tensor(target), 3)) < 1e-9
+
+
+def test_loss_choices_are_recorded_and_unknown_ones_refused(data):
+    img, truth = data
+    opts = dict(epochs=1, steps_per_epoch=2, validation=None, **TINY)
+    a = bv.segment.train(img[[1, 6]], truth[[1, 6]], **opts)
+    b = bv.segment.train(img[[1, 6]], truth[[1, 6]], loss="ce", **opts)
+    assert a.record["options"]["loss"] == "ce+dice" and b.record["options"]["loss"] == "ce"
+    assert a.digest != b.digest  # the Dice term changes the gradients, hence the weights
+    with pytest.raises(ConfigError, match="loss must be 'ce' or 'ce\\+dice', got 'dice'"):
+        bv.segment.train(img[[1, 6]], truth[[1, 6]], loss="dice", **opts)
 
 
 def test_sparse_scribbles_are_enough(data):

@@ -676,7 +676,6 @@ def train(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda _s: _lr_factor(schedule, progress_at["p"])
         )
-        loss_kind = loss
         loss_fn = torch.nn.CrossEntropyLoss(
             weight=torch.tensor(cw, dtype=torch.float32, device=device), ignore_index=UNLABELLED
         )
@@ -775,17 +774,17 @@ def train(
                     device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp
                 ):
                     logits = net(xb)
-                loss = loss_fn(logits.float(), yb)
-                if loss_kind == "ce+dice":
-                    loss = loss + _soft_dice_loss(logits.float(), yb, n_classes)
-                loss.backward()
+                step_loss = loss_fn(logits.float(), yb)
+                if loss == "ce+dice":
+                    step_loss = step_loss + _soft_dice_loss(logits.float(), yb, n_classes)
+                step_loss.backward()
                 opt.step()
                 progress_at["p"] = min(1.0, max(
                     (n_steps + 1) / total_steps,
                     used() / time_limit if time_limit else 0.0,
                 ))
                 sched.step()
-                losses.append(float(loss.detach()))
+                losses.append(float(step_loss.detach()))
                 n_steps += 1
                 bar.update(1)
                 if n_steps - first_step == 1:
@@ -849,7 +848,7 @@ def train(
             "validation": (
                 validation if not isinstance(validation, (list, tuple)) else list(validation)
             ),
-            "patience": patience, "augment": bool(augment), "loss": loss_kind, "seed": int(seed),
+            "patience": patience, "augment": bool(augment), "loss": loss, "seed": int(seed),
             "time_limit": time_limit, "clock": clock,
             "class_weights": (
                 class_weights if isinstance(class_weights, (str, type(None)))
