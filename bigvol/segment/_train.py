@@ -774,9 +774,10 @@ def train(
                     device_type=str(device).split(":")[0], dtype=amp_dtype, enabled=use_amp
                 ):
                     logits = net(xb)
-                step_loss = loss_fn(logits.float(), yb)
+                logits = logits.float()  # bf16 under autocast: the losses in float32, cast once
+                step_loss = loss_fn(logits, yb)
                 if loss == "ce+dice":
-                    step_loss = step_loss + _soft_dice_loss(logits.float(), yb, n_classes)
+                    step_loss = step_loss + _soft_dice_loss(logits, yb, n_classes)
                 step_loss.backward()
                 opt.step()
                 progress_at["p"] = min(1.0, max(
