@@ -22,7 +22,9 @@ returned lazily. None needs a bound on the radius beforehand.
 
 1. **In-slice distances**: the squared distance of every voxel to the nearest outside voxel
    of its own slice (a two-sweep distance along y over whole rows, then the lower envelope
-   of parabolas along x: Meijster et al. 2000), a few whole slices per task.
+   of parabolas along x: Meijster et al. 2000), a few whole slices per task, read from a
+   copy of the phase mask stored in slabs of those slices (gathering whole slices from
+   deep input chunks would hold a row of chunks per task).
 2. **Along z, and centres**: the exact 3D EDT is the lower envelope along z of those
    squared distances (Felzenszwalb & Huttenlocher 2012): whole columns per task, no halo.
    It gives ``k = floor(EDT / s)`` per voxel and the largest EDT ``R``. In the same task a
@@ -121,20 +123,45 @@ def _column_side(depth: int) -> int:
     return side
 
 
-def _squared_in_slice(block, *, target, phase, spacing_yx, block_info=None):
+def _squared_in_slice(*, mask, target, spacing_yx, block_id=None):
     """Write the squared in-slice distance (float32, in units of the finer in-slice voxel
     side squared: integers on isotropic slices; inf on a slice with no outside voxel) of
-    whole slices into ``target``; returns the count of phase voxels."""
+    whole slices of ``mask`` (one stored z-slab) into ``target``;
+    returns the count of phase voxels."""
+    from ..store import read_region
     from ._thickness_kernels import squared_in_slice
 
+    z0 = block_id[0] * target.chunks[0]
+    z1 = min(z0 + target.chunks[0], target.shape[0])
+    block = read_region(mask, (slice(z0, z1), slice(None), slice(None)))
     out = np.empty(block.shape, np.float32)
     n = 0
     for i in range(block.shape[0]):
-        n += squared_in_slice(np.ascontiguousarray(block[i]), phase, float(spacing_yx[0]),
-                              float(spacing_yx[1]), out[i])
-    loc = block_info[0]["array-location"]
-    target[tuple(slice(a, b) for a, b in loc)] = out
+        n += squared_in_slice(block[i], 1, float(spacing_yx[0]), float(spacing_yx[1]), out[i])
+    target[z0:z1] = out
     return np.full((1, 1, 1), n, np.int64)
+
+
+def _phase_mask(phases, phase, folder, slab):
+    """``phases == phase`` written to ``folder`` in chunks ``slab`` slices deep (the input's
+    y/x chunks), for the in-slice pass to read whole slices from.
+
+    Why a copy: a task of that pass needs whole slices, and a chunk of the input as deep
+    as (125, 500, 500) holds slices for 16 tasks; gathering them with ``rechunk`` keeps a
+    whole row of such chunks in memory (0.5 GB on 2000 x 2000 slices, twice that where a
+    task straddles two rows) until the last of those tasks has run. Written in blocks whose
+    depth is a multiple of ``slab`` (so no two tasks share a stored chunk), the mask costs
+    one input chunk or two per task, and reads back one slab at a time."""
+    import zarr
+
+    cy, cx = (max(c) for c in phases.chunks[1:])
+    bz = -(-max(phases.chunks[0]) // slab) * slab
+    mask = zarr.open_group(str(folder), mode="a").create_array(
+        "mask", shape=phases.shape, dtype=np.uint8, chunks=(slab, cy, cx),
+        compressors=_scratch_codec(), fill_value=0)
+    src = (phases == phase).astype(np.uint8).rechunk((bz, cy, cx))
+    da.store(src, mask, lock=False, compute=True)
+    return mask
 
 
 _TABLES: dict = {}
@@ -161,20 +188,25 @@ def _containment(spacing: tuple, step: float, kmax: int):
         return hit
 
 
-def _radius_index_block(f, *, target, scale, sz, step, cap, spacing, block_info=None):
-    """The z pass of one column block: radius indices, turned into the block's centre map
+def _radius_index_block(*, source, target, scale, sz, step, cap, spacing, block_id=None):
+    """The z pass of one column block, read from ``source`` (in-task, so the scheduler
+    holds no column ahead of its task): radius indices, turned into the block's centre map
     when ``spacing`` is given; returns the largest EDT."""
+    from ..store import read_region
     from ._thickness_kernels import mark_centres, radius_index_z
 
+    # whole columns, ``source``'s chunks across
+    region = (slice(None),) + tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in
+                                    zip(block_id[1:], source.chunks[1:], source.shape[1:]))
+    f = read_region(source, region)
     k = np.empty(f.shape, np.uint16)
-    dmax = radius_index_z(np.ascontiguousarray(f), float(scale), float(sz), float(step),
-                          float(cap), k)
+    dmax = radius_index_z(f, float(scale), float(sz), float(step), float(cap), k)
+    del f
     if spacing is not None and dmax > 0:
         offs, need = _containment(spacing, step, int(k.max()))
         k = mark_centres(k, np.zeros(3, np.int64), np.array(k.shape, np.int64), offs, need,
                          (2 * _CENTRE_REACH + 1) ** 3 - 1, _FAR_INDEX)
-    loc = block_info[0]["array-location"]
-    target[tuple(slice(a, b) for a, b in loc)] = k
+    target[region] = k
     return np.full((1, 1, 1), dmax, np.float64)
 
 
@@ -221,12 +253,14 @@ def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
     sq = root.create_array("sq_in_slice", shape=phases.shape, dtype=np.float32,
                            chunks=(min(_SLAB, Z), min(side, Y), min(side, X)),
                            compressors=_scratch_codec(), fill_value=0)
-    # whole slices, as many as one chunk of the scratch array holds (aligned writes)
-    slabs = phases.rechunk((sq.chunks[0], Y, X))
-    n = da.map_blocks(_squared_in_slice, slabs, target=sq, phase=phase, spacing_yx=(sy / m, sx / m),
-                      chunks=tuple((1,) * k for k in slabs.numblocks), dtype=np.int64,
+    mask = _phase_mask(phases, phase, folder, sq.chunks[0])
+    # one task per stored z-slab of whole slices (aligned writes); each returns its count
+    # of phase voxels
+    n = da.map_blocks(_squared_in_slice, mask=mask, target=sq, spacing_yx=(sy / m, sx / m),
+                      chunks=((1,) * -(-Z // sq.chunks[0]), (1,), (1,)), dtype=np.int64,
                       meta=np.empty((0, 0, 0), np.int64))
     (n,) = dask.compute(n.sum())
+    del root["mask"]
     if n == 0:
         del root["sq_in_slice"]
         return None, -1.0
@@ -238,11 +272,14 @@ def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
     kz = root.create_array(name, shape=phases.shape, dtype=np.uint16,
                            chunks=(min(64, Z),) + sq.chunks[1:],
                            compressors=_scratch_codec(), fill_value=0)
-    cols = da.from_zarr(sq, chunks=(Z,) + sq.chunks[1:])
-    res = da.map_blocks(_radius_index_block, cols, target=kz, scale=m * m, sz=sz, step=step,
-                        cap=cap, spacing=tuple(float(v) for v in spacing) if centres else None,
-                        chunks=tuple((1,) * n for n in cols.numblocks),
-                        dtype=np.float64, meta=np.empty((0, 0, 0), np.float64))
+    # one task per column block (whole columns, a scratch chunk across); each returns its
+    # largest EDT
+    cols = (1,) + tuple(-(-size // c) for size, c in zip((Y, X), sq.chunks[1:]))
+    res = da.map_blocks(_radius_index_block, source=sq, target=kz, scale=m * m, sz=sz,
+                        step=step, cap=cap,
+                        spacing=tuple(float(v) for v in spacing) if centres else None,
+                        chunks=tuple((1,) * c for c in cols), dtype=np.float64,
+                        meta=np.empty((0, 0, 0), np.float64))
     (dmax,) = dask.compute(res.max())
     del root["sq_in_slice"]
     return kz, float(dmax)
