@@ -73,6 +73,27 @@ def test_centres_marked_per_column_block_do_not_change_the_thickness(monkeypatch
     np.testing.assert_array_equal(got.compute(), ref)
 
 
+@pytest.mark.parametrize("chunks", [(7, 11, 13), (24, 4, 30), (1, 30, 28)])
+@pytest.mark.parametrize("voxel_size", [None, (50, 30, 30)])
+def test_in_slice_pass_from_the_mask_copy_equals_gathered_slices(monkeypatch, chunks,
+                                                                 voxel_size):
+    # deep input chunks on large slices go through a slab-chunked copy of the phase mask
+    # instead of rechunk; the map must not change (chunks deeper than the 8-slice slabs,
+    # shallower, and of one slice)
+    import bigvol.metrics.thickness as T
+
+    v = three_phase((24, 30, 28), seed=8, sigma=1.5)
+    ref = local_thickness(v, 1, voxel_size=voxel_size).compute()
+    monkeypatch.setattr(T, "_GATHER_BYTES", 0)
+    masks = []
+    copy = T._phase_mask
+    monkeypatch.setattr(T, "_phase_mask", lambda *a: masks.append(copy(*a)) or masks[-1])
+    got = local_thickness(da.from_array(v, chunks=chunks), 1, voxel_size=voxel_size)
+    # slabs of 8 slices, the input's y/x chunks
+    assert [m.chunks for m in masks] == [(8,) + tuple(map(min, chunks[1:], v.shape[1:]))]
+    np.testing.assert_array_equal(got.compute(), ref)
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("n", [3, 4, 5])
 def test_slab_exact_anisotropic(axis, n):
