@@ -48,7 +48,7 @@ import numpy as np
 from ._version import __version__
 from .conventions import UNLABELLED
 from .errors import ConfigError, InputError
-from .meter import Meter
+from .meter import Meter, release_freed_memory
 from .options import (
     AlignOptions,
     DestripeOptions,
@@ -136,6 +136,7 @@ def run_stage(run: Run, name: str, params: dict, *, upstream: Sequence = (),
     note("stage %s: started (fingerprint %s)", name, fp[:12])
     with Meter() as meter, progress_bar(f"{name} ...", progress):
         results = body(fp) or {}
+    release_freed_memory()  # the next stage's peak starts from what this one still holds
     seconds = meter.seconds
     note("stage %s: done in %.1f s (%.1f CPU-s, peak RSS %.2f GiB)", name, seconds,
          meter.cpu_seconds, meter.peak_rss_bytes / 2**30)
