@@ -163,9 +163,9 @@ def _in_slice_from_mask(*, mask, target, spacing_yx, block_id=None):
 _GATHER_BYTES = 64 * 2**20
 
 
-def _phase_mask(phases, phase, folder, slab):
-    """``phases == phase`` written to ``folder`` in chunks ``slab`` slices deep (the input's
-    y/x chunks), for the in-slice pass to read whole slices from.
+def _phase_mask(phases, phase, root, slab):
+    """``phases == phase`` written to the scratch group ``root`` in chunks ``slab`` slices
+    deep (the input's y/x chunks), for the in-slice pass to read whole slices from.
 
     Why a copy: a task of that pass needs whole slices, and a chunk of the input as deep
     as (125, 500, 500) holds slices for 16 tasks; gathering them with ``rechunk`` keeps a
@@ -175,11 +175,9 @@ def _phase_mask(phases, phase, folder, slab):
     Written in blocks whose depth is a multiple of ``slab`` (so no two tasks share a stored
     chunk), the mask costs one input chunk or two per task, and reads back one slab at a
     time."""
-    import zarr
-
     cy, cx = (max(c) for c in phases.chunks[1:])
     bz = -(-max(phases.chunks[0]) // slab) * slab
-    mask = zarr.open_group(str(folder), mode="a").create_array(
+    mask = root.create_array(
         "mask", shape=phases.shape, dtype=np.uint8, chunks=(slab, cy, cx),
         compressors=_scratch_codec(), fill_value=0)
     src = (phases == phase).astype(np.uint8).rechunk((bz, cy, cx))
@@ -285,7 +283,7 @@ def _distance_passes(phases, phase, folder, spacing, cap, *, centres):
                           spacing_yx=(sy / m, sx / m), chunks=per_task, dtype=np.int64,
                           meta=np.empty((0, 0, 0), np.int64))
     else:
-        mask = _phase_mask(phases, phase, folder, sq.chunks[0])
+        mask = _phase_mask(phases, phase, root, sq.chunks[0])
         n = da.map_blocks(_in_slice_from_mask, mask=mask, target=sq, spacing_yx=(sy / m, sx / m),
                           chunks=per_task, dtype=np.int64, meta=np.empty((0, 0, 0), np.int64))
     (n,) = dask.compute(n.sum())
