@@ -5,7 +5,15 @@ from dask.callbacks import Callback
 from scipy import ndimage as ndi
 
 from bigvol.errors import ConfigError, InputError
+from bigvol.metrics import thickness as T
 from bigvol.metrics.thickness import local_thickness, max_inscribed_radius, thickness_summary
+
+
+@pytest.fixture(autouse=True)
+def out_of_core(monkeypatch):
+    """Every test here runs the out-of-core passes (scratch store, dask graph) unless it
+    asks for the in-memory path, which small volumes take by default."""
+    monkeypatch.setattr(T, "_IN_MEMORY_VOXELS", 0)
 
 
 def blobs(shape, seed=0, sigma=2.5, frac=0.5):
@@ -28,9 +36,12 @@ class CountTasks(Callback):
             self.n += 1
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["out-of-core", "in-memory"])
 @pytest.mark.parametrize("shape", [(40, 40, 40), (16, 40, 150)])  # rows of several tiles
-def test_equals_porespy_diameter_on_isotropic_volume(shape):
+def test_equals_porespy_diameter_on_isotropic_volume(shape, in_memory, monkeypatch):
     ps = pytest.importorskip("porespy")
+    if in_memory:
+        monkeypatch.setattr(T, "_IN_MEMORY_VOXELS", 2**40)
     v = blobs(shape, seed=1, sigma=2.5)
     # PoreSpy's "dt" and "bf" methods give the same integer-radius answer; "dt" needs no
     # numba compilation (30 s of test time)
@@ -54,6 +65,40 @@ def test_chunk_invariant(shape, chunks, voxel_size):
     assert got.chunks == da.from_array(v, chunks=chunks).chunks
     np.testing.assert_array_equal(got.compute(), ref)
     assert (ref[v != 1] == 0).all() and (ref[v == 1] > 0).all()
+
+
+@pytest.mark.parametrize(
+    "shape, chunks", [((24, 30, 28), (7, 11, 13)), ((1, 30, 28), (1, 8, 8)),
+                      ((70, 9, 80), (70, 9, 80))], ids=["uneven", "one-slice", "tall"])
+@pytest.mark.parametrize("voxel_size", [None, (50, 30, 30), (20, 30, 45)])
+@pytest.mark.parametrize("phase, max_diameter, dtype", [
+    (1, None, np.float32), (2, None, np.float16), (0, 120, np.float32), (1, 0.5, np.float32)])
+def test_in_memory_path_equals_out_of_core(monkeypatch, shape, chunks, voxel_size, phase,
+                                           max_diameter, dtype):
+    v = three_phase(shape, seed=4, sigma=1.5)
+    x = da.from_array(v, chunks=chunks)
+    ref = local_thickness(x, phase, voxel_size=voxel_size, max_diameter=max_diameter,
+                          dtype=dtype)
+    monkeypatch.setattr(T, "_IN_MEMORY_VOXELS", 2**40)
+    got = local_thickness(x, phase, voxel_size=voxel_size, max_diameter=max_diameter,
+                          dtype=dtype)
+    assert got.chunks == x.chunks and got.dtype == ref.dtype == dtype
+    np.testing.assert_array_equal(got.compute(), ref.compute())
+
+
+def test_in_memory_path_edge_cases(monkeypatch):
+    monkeypatch.setattr(T, "_IN_MEMORY_VOXELS", 2**40)
+    v = three_phase((12, 14, 16), seed=5)
+    assert not local_thickness(v, 7).compute().any()  # absent phase
+    with pytest.raises(InputError, match="fills the whole volume"):
+        local_thickness(np.ones((6, 5, 4), np.uint8), 1)
+    capped = local_thickness(np.ones((6, 5, 4), np.uint8), 1, max_diameter=4).compute()
+    assert (capped == 4).all()  # a full phase is measured when the balls are capped
+    got = local_thickness(v, 1, voxel_size=(50, 30, 30))
+    first = got.compute()
+    first[:] = -1  # a user's edit of one result does not reach the next compute
+    np.testing.assert_array_equal(got.compute(), T._thickness_in_memory(
+        da.from_array(v), 1, (50.0, 30.0, 30.0), np.inf, np.float32))
 
 
 @pytest.mark.parametrize("side", [5, 8, 13])
