@@ -261,19 +261,39 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
     also tested against offsets up to 4 voxels away: on a (250, 512, 512) window of a
     predicted active material, 3.37 M centres instead of 4.54 M and a quarter less
     painting time (1.78 -> 1.33 s per core), for ~1.6 s more marking of the window.
+
+    A ball that is a centre is tested against every offset, so thin phases, where most
+    balls are small and many are centres, cost the most per voxel. For balls of index
+    below :data:`_BOUNDED_INDEX` the near offsets are cut where no later one can contain
+    the ball: past some offset every one needs a larger index than any voxel within
+    reach has (at most the largest of its 4^3 block and the 26 blocks around it,
+    :func:`_block_bound`). The centres are the same. Marking a whole 256^3 volume, one
+    thread, best of 4: the binder of the TauFactor NMC electrode 0.116 s instead of 0.574,
+    its pores 0.805 instead of 0.878, its NMC 0.467 instead of 0.435; the phantom's active
+    material (128, 256, 256) 0.619 instead of 0.573, its electrolyte 0.376 instead of 0.362.
     """
     m = offs.shape[0]
     wz, wy, wx = kw.shape
+    bound = _block_bound(kw)
+    top = 0
+    for v in bound.ravel():
+        top = max(top, int(v))
+    upto = _near_counts(need, n_near, top, offs)
     out = np.zeros((core_hi[0] - core_lo[0], core_hi[1] - core_lo[1],
                     core_hi[2] - core_lo[2]), np.uint16)
     for z in range(core_lo[0], core_hi[0]):
         for y in range(core_lo[1], core_hi[1]):
+            brow = bound[z >> 2, y >> 2]
             for x in range(core_lo[2], core_hi[2]):
                 k = int(kw[z, y, x])
                 if k == 0:
                     continue
+                if k < _BOUNDED_INDEX:
+                    n = upto[k, brow[x >> 2]]
+                else:
+                    n = m if k >= k_far else n_near
                 mark = k
-                for j in range(m if k >= k_far else n_near):
+                for j in range(n):
                     zz = z + offs[j, 0]
                     yy = y + offs[j, 1]
                     xx = x + offs[j, 2]
@@ -284,6 +304,65 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
                         break
                 out[z - core_lo[0], y - core_lo[1], x - core_lo[2]] = mark
     return out
+
+
+#: balls below this index scan only the near offsets that could contain them: the cut
+#: pays where balls are small, and costs a little per voxel where they are large (applied
+#: to every index, marking the phantom's active material took 0.76 s instead of 0.55)
+_BOUNDED_INDEX = 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_bound(kw):
+    """Per 4^3 block of ``kw``, the largest value in the block and the 26 around it: a bound
+    on the indices within 4 voxels of any voxel of the block."""
+    nz, ny, nx = kw.shape
+    bz, by, bx = (nz + 3) >> 2, (ny + 3) >> 2, (nx + 3) >> 2
+    bm = np.zeros((bz, by, bx), np.uint16)
+    for z in range(nz):
+        for y in range(ny):
+            row = bm[z >> 2, y >> 2]
+            for x in range(nx):
+                if kw[z, y, x] > row[x >> 2]:
+                    row[x >> 2] = kw[z, y, x]
+    out = np.zeros_like(bm)
+    for z in range(bz):
+        for y in range(by):
+            for x in range(bx):
+                v = 0
+                for a in range(max(z - 1, 0), min(z + 1, bz - 1) + 1):
+                    for b in range(max(y - 1, 0), min(y + 1, by - 1) + 1):
+                        for c in range(max(x - 1, 0), min(x + 1, bx - 1) + 1):
+                            v = max(v, int(bm[a, b, c]))
+                out[z, y, x] = v
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _near_counts(need, n_near, top, offs):
+    """``upto[k, L]``: how many of the first ``n_near`` offsets a ball of index ``k`` must be
+    tested against when no voxel within their reach has an index above ``L``: after it,
+    every offset needs more (``need[k, j:n_near].min() > L``). All ``n_near`` when those
+    offsets reach past 4 voxels (beyond what :func:`_block_bound` bounds)."""
+    kmax = need.shape[0] - 1
+    upto = np.full((kmax + 1, top + 1), n_near, np.int64)
+    reach = 0
+    for j in range(n_near):
+        for a in range(3):
+            reach = max(reach, abs(offs[j, a]))
+    if reach > 4:
+        return upto
+    tail = np.empty(n_near + 1, np.int64)
+    for k in range(kmax + 1):
+        tail[n_near] = 1 << 62
+        for j in range(n_near - 1, -1, -1):
+            tail[j] = min(tail[j + 1], need[k, j])
+        j = 0
+        for L in range(top + 1):
+            while j < n_near and tail[j] <= L:
+                j += 1
+            upto[k, L] = j
+    return upto
 
 
 @numba.njit(cache=True, nogil=True)
