@@ -275,10 +275,7 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
     m = offs.shape[0]
     wz, wy, wx = kw.shape
     bound = _block_bound(kw)
-    top = 0
-    for v in bound.ravel():
-        top = max(top, int(v))
-    upto = _near_counts(need, n_near, top, offs)
+    upto = _near_counts(need, n_near, int(bound.max()), offs)
     out = np.zeros((core_hi[0] - core_lo[0], core_hi[1] - core_lo[1],
                     core_hi[2] - core_lo[2]), np.uint16)
     for z in range(core_lo[0], core_hi[0]):
