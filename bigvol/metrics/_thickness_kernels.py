@@ -60,6 +60,35 @@ def _envelope(g, a, v, zb, d):
 
 
 @numba.njit(cache=True, nogil=True)
+def _envelope_runs(g, a, v, zb, d):
+    """:func:`_envelope` of a line, computed run by run: ``d`` is 0 where ``g`` is 0 (the
+    voxels outside the phase), and each run of non-zero ``g`` takes the envelope of its own
+    parabolas and of the zeros at its two ends only.
+
+    The same values, bit for bit: a zero at ``L`` beats every parabola left of it for
+    ``q >= L`` (``a (q - p)^2 + g(p) > a (q - L)^2``), so in the whole line's envelope it is
+    never popped and no parabola beyond it decides a value on the other side; the runs'
+    envelopes hold the same parabolas with the same intersections. Outside voxels are most
+    of a line in a phase of a few tens of percent, so this is ~1/3 of the envelope work.
+    """
+    n = g.shape[0]
+    q = 0
+    while q < n:
+        if g[q] == 0:
+            d[q] = 0.0
+            q += 1
+            continue
+        s = q
+        while q < n and g[q] != 0:
+            q += 1
+        lo = s - 1 if s > 0 else s
+        hi = q + 1 if q < n else q  # one past the run's right zero
+        _envelope(g[lo:hi], a, v, zb, d[lo:hi])
+        if hi > q:
+            q = hi  # the right zero's value was written (0) by the envelope
+
+
+@numba.njit(cache=True, nogil=True)
 def squared_in_slice(labels, phase, ay, ax, out):
     """Squared distance of each ``phase`` voxel of a slice of phase codes to the nearest
     other voxel of the slice (0 outside the phase, inf when the slice has no other voxel),
@@ -102,7 +131,7 @@ def squared_in_slice(labels, phase, ay, ax, out):
         for x in range(nx):
             gy = g[y, x]
             f[x] = big if gy == big else (gy * ay) * (gy * ay)
-        _envelope(f, a, v, zb, d)
+        _envelope_runs(f, a, v, zb, d)
         for x in range(nx):
             out[y, x] = d[x]
     return n
@@ -135,7 +164,7 @@ def radius_index_z(f, scale, sz, step, cap, out):
                 g[x, q] = scale * f[q, y, x]
         for x in range(w):
             gx = g[x]
-            _envelope(gx, a, v, zb, d)
+            _envelope_runs(gx, a, v, zb, d)
             for q in range(nz):
                 if gx[q] == 0:
                     kb[x, q] = 0
