@@ -304,18 +304,22 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
     """
     m = offs.shape[0]
     wz, wy, wx = kw.shape
-    bound = _block_bound(kw)
+    # the bound over the core and the near offsets' reach around it only (a thread marking
+    # a slab of a volume held whole would otherwise bound the whole volume)
+    lo0, lo1, lo2 = max(core_lo[0] - 2, 0), max(core_lo[1] - 2, 0), max(core_lo[2] - 2, 0)
+    bound = _block_bound(kw[lo0:min(core_hi[0] + 2, wz), lo1:min(core_hi[1] + 2, wy),
+                            lo2:min(core_hi[2] + 2, wx)])
     upto = _near_counts(need, n_near, int(bound.max()), offs)
     out = np.zeros((core_hi[0] - core_lo[0], core_hi[1] - core_lo[1],
                     core_hi[2] - core_lo[2]), np.uint16)
     for z in range(core_lo[0], core_hi[0]):
         for y in range(core_lo[1], core_hi[1]):
-            brow = bound[z >> 1, y >> 1]
+            brow = bound[(z - lo0) >> 1, (y - lo1) >> 1]
             for x in range(core_lo[2], core_hi[2]):
                 k = int(kw[z, y, x])
                 if k == 0:
                     continue
-                n = upto[k, brow[x >> 1]] if k < k_far else m
+                n = upto[k, brow[(x - lo2) >> 1]] if k < k_far else m
                 mark = k
                 for j in range(n):
                     zz = z + offs[j, 0]
