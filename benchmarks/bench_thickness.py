@@ -1,7 +1,9 @@
 """Local thickness: bigvol against PoreSpy on the same volume, and the SE-size series.
 
 1. ``speed``: a (256, 256, 256) volume (a phase of the bigvol phantom when bigvol.synth is
-   available, else Gaussian blobs), isotropic voxels. PoreSpy ``local_thickness``
+   available, else Gaussian blobs, or ``--source FILE --phase N``: a phase of a segmented
+   volume of yours, e.g. the TauFactor NMC electrode of ``../shared/realdata/electrode``),
+   isotropic voxels. PoreSpy ``local_thickness``
    (methods "bf" and "dt", and with ``--conv`` the FFT method "conv", which returns the
    same map as "bf" at ~15x its time at 128^3; in memory, returns a radius) against
    ``bigvol.metrics.local_thickness`` (chunks (128, 256, 256), returns a diameter), both
@@ -17,6 +19,7 @@
    printed with whether each ranks like the size (the paper's cells B and C).
 
     python benchmarks/bench_thickness.py speed  [--size 256] [--workers 2] [--repeat 3]
+        [--source phantom|blobs|FILE --phase N]
     python benchmarks/bench_thickness.py series [--shape 48 128 128] [--voxel-size 100 60 60]
 """
 
@@ -31,7 +34,16 @@ import time
 import numpy as np
 
 
-def make_volume(n, phase_source):
+def make_volume(n, phase_source, phase=1):
+    if phase_source not in ("phantom", "blobs"):  # a phase volume of yours (TIFF or .npy)
+        if phase_source.endswith(".npy"):
+            vol = np.load(phase_source)
+        else:
+            import tifffile
+
+            vol = tifffile.imread(phase_source)
+        vol = vol[:n, :n, :n]
+        return (vol == phase).astype(np.uint8), f"{os.path.basename(phase_source)} phase {phase}"
     if phase_source == "phantom":
         try:
             import bigvol.synth as synth
@@ -79,7 +91,7 @@ def child(which, path, workers, chunks, repeat):
 
 
 def speed(args):
-    v, what = make_volume(args.size, args.source)
+    v, what = make_volume(args.size, args.source, args.phase)
     path = f"/tmp/bench_lt_{os.getpid()}.npy"
     np.save(path, v)
     res = {}
@@ -155,7 +167,10 @@ def main():
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--source", choices=("phantom", "blobs"), default="phantom")
+    s.add_argument("--source", default="phantom",
+                   help="phantom, blobs, or a phase volume (TIFF or .npy; cropped to --size)")
+    s.add_argument("--phase", type=int, default=1,
+                   help="the phase of a --source file whose thickness is measured")
     s.add_argument("--chunks", nargs=3, type=int, default=[128, 256, 256],
                    help="bigvol chunks (one window per worker thread by default)")
     s.add_argument("--repeat", type=int, default=3,
