@@ -269,6 +269,49 @@ def test_paint_kernel_core_equals_whole_window(seed):
         np.testing.assert_array_equal(core, whole[12:28, 20:44, x0:x0 + 16])
 
 
+@pytest.mark.parametrize("a", [1.0, 0.37, 2.78])
+def test_envelope_by_runs_equals_the_whole_line(a):
+    # the distance passes take the lower envelope run by run (zeros end a run): the same
+    # values, bit for bit, as the envelope of the whole line, with inf (no outside voxel
+    # along the first axis) and non-integer voxel sides
+    from bigvol.metrics import _thickness_kernels as K
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 64, 301):
+        for p_zero in (0.0, 0.05, 0.5, 0.95, 1.0):
+            g = rng.uniform(0, 40, n) ** 2
+            g[rng.random(n) < p_zero] = 0.0
+            g[rng.random(n) < 0.1] = np.inf
+            want, got = np.empty(n), np.empty(n)
+            v, zb = np.empty(n, np.int64), np.empty(n + 1)
+            K._envelope(g, a, v, zb, want)
+            K._envelope_runs(g, a, v, zb, got)
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_centres_of_cores_equal_those_of_the_whole_window(seed):
+    # the centre test bounds only the core it marks (and 2 voxels around it): cores of any
+    # size and place give the centres the whole window gives there
+    import edt
+
+    from bigvol.metrics import _thickness_kernels as K
+
+    sp, step = np.array([50.0, 30.0, 30.0]), 30.0
+    v = three_phase((40, 64, 96), seed=seed, sigma=3.0) == 1
+    k = np.floor(edt.edt(v.astype(np.uint8), anisotropy=tuple(sp), black_border=False)
+                 / step).astype(np.uint16)
+    offs = K.neighbour_offsets(sp, 4, near=2)
+    need = K.containment_table(int(k.max()), sp, step, offs)
+    lo, hi = np.zeros(3, np.int64), np.array(k.shape, np.int64)
+    whole = K.mark_centres(k, lo, hi, offs, need, 124, 4)
+    for clo, chi in (((0, 0, 0), (1, 64, 96)), ((5, 3, 17), (18, 40, 60)),
+                     ((39, 61, 90), (40, 64, 96)), ((11, 0, 1), (12, 1, 2))):
+        core = K.mark_centres(k, np.array(clo), np.array(chi), offs, need, 124, 4)
+        np.testing.assert_array_equal(
+            core, whole[clo[0]:chi[0], clo[1]:chi[1], clo[2]:chi[2]])
+
+
 def test_paint_windows_are_few_and_bounded():
     from bigvol.metrics._chunked import work_chunks
 
