@@ -140,7 +140,7 @@ def test_in_slice_pass_from_the_mask_copy_equals_gathered_slices(monkeypatch, ch
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
-@pytest.mark.parametrize("n", [3, 4, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_slab_exact_anisotropic(axis, n):
     vs = (50.0, 30.0, 20.0)
     shape = [12, 12, 12]

@@ -411,8 +411,9 @@ def _near_counts(need, n_near, top, offs):
 @numba.njit(cache=True, nogil=True)
 def collect_centres(block, origin, core_shape, spacing, step, cand, n, kmax):
     """Append to ``cand`` (rows ``z, y, x, k``, int32; doubled when full) the centres of
-    ``block`` whose ball reaches the core ``[0, core_shape)``; ``origin`` is the block's
-    first voxel in core coordinates (negative in the halo). Returns ``(cand, n, kmax)``:
+    ``block`` of index 2 or more whose ball reaches the core ``[0, core_shape)``;
+    ``origin`` is the block's first voxel in core coordinates (negative in the halo).
+    Returns ``(cand, n, kmax)``:
     the list, its length and the largest ``k`` so far. A window can be fed block by block
     (a few stored chunks at a time), so it is never held whole."""
     bz, by, bx = block.shape
@@ -425,8 +426,8 @@ def collect_centres(block, origin, core_shape, spacing, step, cand, n, kmax):
             ddy = max(-y, y - (ny - 1), 0) * spacing[1]
             for q in range(bx):
                 k = int(block[i, j, q])
-                if k == 0 or k == NOT_A_CENTRE:
-                    continue
+                if k <= 1 or k == NOT_A_CENTRE:
+                    continue  # index 1: :func:`paint_listed` gives it to what is left
                 t = k * step
                 x = origin[2] + q
                 ddx = max(-x, x - (nx - 1), 0) * spacing[2]
@@ -473,7 +474,8 @@ def paint_listed(core, cand, kmax, spacing, step):
     covered by centre ``c`` when ``|p - c| < t(c)``; the result is the largest such ``k``
     (0 outside the phase). Balls are painted from the largest radius down, each voxel
     written once (64-bit words of unfilled voxels per tile-row, and per plane and tile a
-    bit per row that still has some, skip what is painted).
+    bit per row that still has some, skip what is painted); what is left at the end has
+    index 1.
     """
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
     nz, ny, nx = core.shape
@@ -527,6 +529,8 @@ def paint_listed(core, cand, kmax, spacing, step):
     for i in range(ncand):
         ci = order[i]
         k = candk[ci]
+        if k == 1:
+            break  # balls of index 1: see below
         if k != cur_k:
             cur_k = k
             t = k * step
@@ -593,6 +597,22 @@ def paint_listed(core, cand, kmax, spacing, step):
                             m &= m - one
                         if words[wi] == 0:
                             ybits[yb + blk] &= ~(one << np.uint64(r))
+
+    # 4. balls of index 1 (radius one step, the smallest side) hold their centre voxel
+    # only. Every phase voxel lies in some centre's ball (its own, or one that contains
+    # it, of a larger index), so a voxel that no ball of index 2 or more covered has 1:
+    # the voxels still unfilled get 1, and those centres are not painted one by one
+    # (on the NMC electrode's pores, 1.9 M of its 3.1 M centres).
+    for wi in range(words.shape[0]):
+        m = words[wi]
+        if m == 0:
+            continue
+        zc = wi // (ny * nt)
+        yr = (wi // nt) % ny
+        tlo = (wi % nt) * tw
+        while m != 0:
+            out[zc, yr, tlo + trailing_zeros(m)] = 1
+            m &= m - one
     return out
 
 
