@@ -245,11 +245,10 @@ def test_painting_windows_read_in_several_z_slabs(monkeypatch):
     np.testing.assert_array_equal(got.compute(), ref)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_paint_kernel_core_equals_whole_window(seed):
-    # a core's painting from the centres of its whole window equals the whole window's
-    # painting on that core: balls whose centres lie past the core's right edge paint only
-    # their rows that reach it (a row's forest is never read past its end)
+def _radius_indices(seed):
+    """Radius indices ``floor(EDT / step)`` of a (40, 64, 96) phase on (50, 30, 30) nm
+    voxels (edt as the reference), with the kernels' neighbour offsets and containment
+    table: the inputs of the centre and painting kernels."""
     import edt
 
     from bigvol.metrics import _thickness_kernels as K
@@ -258,10 +257,20 @@ def test_paint_kernel_core_equals_whole_window(seed):
     v = three_phase((40, 64, 96), seed=seed, sigma=3.0) == 1
     k = np.floor(edt.edt(v.astype(np.uint8), anisotropy=tuple(sp), black_border=False)
                  / step).astype(np.uint16)
-    lo, hi = np.zeros(3, np.int64), np.array(k.shape, np.int64)
     offs = K.neighbour_offsets(sp, 4, near=2)
-    c = K.mark_centres(k, lo, hi, offs, K.containment_table(int(k.max()), sp, step, offs),
-                       124, 4)
+    return k, sp, step, offs, K.containment_table(int(k.max()), sp, step, offs)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_paint_kernel_core_equals_whole_window(seed):
+    # a core's painting from the centres of its whole window equals the whole window's
+    # painting on that core: balls whose centres lie past the core's right edge paint only
+    # their rows that reach it (a row's forest is never read past its end)
+    from bigvol.metrics import _thickness_kernels as K
+
+    k, sp, step, offs, need = _radius_indices(seed)
+    lo, hi = np.zeros(3, np.int64), np.array(k.shape, np.int64)
+    c = K.mark_centres(k, lo, hi, offs, need, 124, 4)
     whole = K.paint_balls(c, lo, hi, lo, hi, sp, step)
     for x0 in range(0, 96, 16):
         clo, chi = np.array([12, 20, x0]), np.array([28, 44, x0 + 16])
@@ -293,16 +302,9 @@ def test_envelope_by_runs_equals_the_whole_line(a):
 def test_centres_of_cores_equal_those_of_the_whole_window(seed):
     # the centre test bounds only the core it marks (and 2 voxels around it): cores of any
     # size and place give the centres the whole window gives there
-    import edt
-
     from bigvol.metrics import _thickness_kernels as K
 
-    sp, step = np.array([50.0, 30.0, 30.0]), 30.0
-    v = three_phase((40, 64, 96), seed=seed, sigma=3.0) == 1
-    k = np.floor(edt.edt(v.astype(np.uint8), anisotropy=tuple(sp), black_border=False)
-                 / step).astype(np.uint16)
-    offs = K.neighbour_offsets(sp, 4, near=2)
-    need = K.containment_table(int(k.max()), sp, step, offs)
+    k, _, _, offs, need = _radius_indices(seed)
     lo, hi = np.zeros(3, np.int64), np.array(k.shape, np.int64)
     whole = K.mark_centres(k, lo, hi, offs, need, 124, 4)
     for clo, chi in (((0, 0, 0), (1, 64, 96)), ((5, 3, 17), (18, 40, 60)),
