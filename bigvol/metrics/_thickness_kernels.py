@@ -348,6 +348,7 @@ def _block_bound(kw):
             for x in range(nx):
                 if kw[z, y, x] > row[x >> 1]:
                     row[x >> 1] = kw[z, y, x]
+    # the 3^3 block maximum, one axis at a time (along y and z: the middle axis of a view)
     t = np.empty_like(bm)
     for z in range(bz):  # along x: bm -> t
         for y in range(by):
@@ -358,27 +359,25 @@ def _block_bound(kw):
                 if x < bx - 1 and bm[z, y, x + 1] > v:
                     v = bm[z, y, x + 1]
                 t[z, y, x] = v
-    for z in range(bz):  # along y: t -> bm
-        for y in range(by):
-            lo = max(y - 1, 0)
-            hi = min(y + 1, by - 1)
-            for x in range(bx):
-                v = t[z, lo, x]
-                for b in range(lo + 1, hi + 1):
-                    if t[z, b, x] > v:
-                        v = t[z, b, x]
-                bm[z, y, x] = v
-    for z in range(bz):  # along z: bm -> t
-        lo = max(z - 1, 0)
-        hi = min(z + 1, bz - 1)
-        for y in range(by):
-            for x in range(bx):
-                v = bm[lo, y, x]
-                for a in range(lo + 1, hi + 1):
-                    if bm[a, y, x] > v:
-                        v = bm[a, y, x]
-                t[z, y, x] = v
+    _max3_middle(t, bm)  # along y
+    _max3_middle(bm.reshape(1, bz, by * bx), t.reshape(1, bz, by * bx))  # along z
     return t
+
+
+@numba.njit(cache=True, nogil=True)
+def _max3_middle(src, dst):
+    """``dst[a, b, c]``: the largest of ``src[a, b - 1 : b + 2, c]`` (clipped at the ends)."""
+    na, nb, nc = src.shape
+    for a in range(na):
+        for b in range(nb):
+            lo = max(b - 1, 0)
+            hi = min(b + 1, nb - 1)
+            for c in range(nc):
+                v = src[a, lo, c]
+                for q in range(lo + 1, hi + 1):
+                    if src[a, q, c] > v:
+                        v = src[a, q, c]
+                dst[a, b, c] = v
 
 
 @numba.njit(cache=True, nogil=True)
