@@ -298,6 +298,34 @@ def test_envelope_by_runs_equals_the_whole_line(a):
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("a", [1.0, 0.37, 2.78])
+def test_lanes_minimum_equals_the_envelope_of_each_lane(a):
+    # the z pass takes the minimum of parabolas a whole row of lanes at a time, searching
+    # outwards until no lane can get lower, and gives lanes still open 64 rows out their
+    # lane's envelope: every lane's values equal its envelope's, bit for bit, with zeros,
+    # inf (a slice with no outside voxel) and runs longer than the search (the fallback)
+    from bigvol.metrics import _thickness_kernels as K
+
+    rng = np.random.default_rng(5)
+    for n, lanes in ((1, 3), (9, 64), (300, 70), (200, 130)):
+        for p_zero in (0.0, 0.1, 0.6):
+            g = np.floor(rng.uniform(0, 40, (n, lanes))) ** 2
+            g[rng.random((n, lanes)) < p_zero] = 0.0
+            g[rng.random((n, lanes)) < 0.05] = np.inf
+            g[:, :lanes // 3] = np.sort(g[:, :lanes // 3], axis=0)  # long monotone runs
+            g[:, -1] = np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 5, n) ** 2)
+            v, zb = np.empty(n, np.int64), np.empty(n + 1)
+            col, ecol = np.empty(n), np.empty(n)
+            want = np.empty((n, lanes))
+            for i in range(lanes):
+                K._envelope_runs(np.ascontiguousarray(g[:, i]), a, v, zb, want[:, i])
+            got = np.full((n, lanes), -1.0)
+            env, have = np.empty((lanes, n)), np.zeros(lanes, bool)
+            for l0, l1 in ((0, lanes // 2), (lanes // 2, lanes)):
+                K._min_plus_lanes(g, a, got, l0, l1, env, have, v, zb, col, ecol)
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_centres_of_cores_equal_those_of_the_whole_window(seed):
     # the centre test bounds only the core it marks (and 2 voxels around it): cores of any
