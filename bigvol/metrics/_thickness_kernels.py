@@ -364,6 +364,11 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
     predicted active material, 3.37 M centres instead of 4.54 M and a quarter less
     painting time (1.78 -> 1.33 s per core), for ~1.6 s more marking of the window.
 
+    Balls of index 1 are kept as centres without a test: no ball of index 1 is painted
+    (:func:`paint_listed` gives 1 to what the larger balls leave), so the test would
+    change nothing. On the NMC electrode's pores (45 % of the volume) that is marking in
+    0.088 s instead of 0.148 (2 threads, whole 256^3 volume).
+
     A ball that is a centre is tested against every offset, so thin phases, where most
     balls are small and many are centres, cost the most per voxel. For balls of index
     below ``k_far`` the near offsets are cut where no later one can contain the ball: past
@@ -390,7 +395,8 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
             brow = bound[(z - lo0) >> 1, (y - lo1) >> 1]
             for x in range(core_lo[2], core_hi[2]):
                 k = int(kw[z, y, x])
-                if k == 0:
+                if k <= 1:  # outside (0), or a ball of index 1: kept untested
+                    out[z - core_lo[0], y - core_lo[1], x - core_lo[2]] = k
                     continue
                 n = upto[k, brow[(x - lo2) >> 1]] if k < k_far else m
                 mark = k
