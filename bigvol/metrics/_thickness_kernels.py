@@ -345,9 +345,10 @@ def containment_table(kmax, spacing, step, offs):
 
 
 @numba.njit(cache=True, nogil=True)
-def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
+def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far, out=None):
     """The centre map of a core: ``k`` where the voxel's ball is a centre to paint,
-    ``NOT_A_CENTRE`` for the other phase voxels, 0 outside the phase.
+    ``NOT_A_CENTRE`` for the other phase voxels, 0 outside the phase (into ``out``, uint16
+    of the core's shape, when given).
 
     ``kw`` (uint16) is the window of radius indices ``floor(EDT / step)`` with a halo of
     the offsets' reach. A ball contained in the ball of a voxel at one of the offsets
@@ -388,8 +389,9 @@ def mark_centres(kw, core_lo, core_hi, offs, need, n_near, k_far):
     bound = _block_bound(kw[lo0:min(core_hi[0] + 2, wz), lo1:min(core_hi[1] + 2, wy),
                             lo2:min(core_hi[2] + 2, wx)])
     upto = _near_counts(need, n_near, int(bound.max()), offs)
-    out = np.zeros((core_hi[0] - core_lo[0], core_hi[1] - core_lo[1],
-                    core_hi[2] - core_lo[2]), np.uint16)
+    if out is None:  # every voxel of the core is written below
+        out = np.empty((core_hi[0] - core_lo[0], core_hi[1] - core_lo[1],
+                        core_hi[2] - core_lo[2]), np.uint16)
     for z in range(core_lo[0], core_hi[0]):
         for y in range(core_lo[1], core_hi[1]):
             brow = bound[(z - lo0) >> 1, (y - lo1) >> 1]
@@ -526,12 +528,13 @@ def collect_centres(block, origin, core_shape, spacing, step, cand, n, kmax):
 
 
 @numba.njit(cache=True, nogil=True)
-def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
+def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step, out=None):
     """Radius index ``k`` (radius ``k * step``) of the largest covering ball, per core voxel.
 
     ``cw`` is a window of the centre map (:func:`mark_centres`); ``core_lo``/``core_hi``
     bound the core (the output), ``reg_lo``/``reg_hi`` the centres whose ball may reach the
-    core (:func:`collect_centres`, then :func:`paint_listed`).
+    core (:func:`collect_centres`, then :func:`paint_listed`). ``out`` (uint16, the core's
+    shape), when given, receives the result (and is returned).
     """
     core = cw[core_lo[0]:core_hi[0], core_lo[1]:core_hi[1], core_lo[2]:core_hi[2]]
     origin = np.empty(3, np.int64)
@@ -540,11 +543,11 @@ def paint_balls(cw, core_lo, core_hi, reg_lo, reg_hi, spacing, step):
     cand, n, kmax = collect_centres(
         cw[reg_lo[0]:reg_hi[0], reg_lo[1]:reg_hi[1], reg_lo[2]:reg_hi[2]], origin,
         np.array(core.shape, np.int64), spacing, step, np.empty((1 << 16, 4), np.int32), 0, 0)
-    return paint_listed(core, cand[:n], kmax, spacing, step)
+    return paint_listed(core, cand[:n], kmax, spacing, step, out)
 
 
 @numba.njit(cache=True, nogil=True)
-def paint_listed(core, cand, kmax, spacing, step):
+def paint_listed(core, cand, kmax, spacing, step, out=None):
     """Radius index ``k`` (radius ``k * step``) of the largest covering ball, per voxel of
     the core, from the listed centres (:func:`collect_centres`).
 
@@ -553,11 +556,14 @@ def paint_listed(core, cand, kmax, spacing, step):
     (0 outside the phase). Balls are painted from the largest radius down, each voxel
     written once (64-bit words of unfilled voxels per tile-row, and per plane and tile a
     bit per row that still has some, skip what is painted); what is left at the end has
-    index 1.
+    index 1. Into ``out`` (uint16, the core's shape) when given.
     """
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
     nz, ny, nx = core.shape
-    out = np.zeros((nz, ny, nx), np.uint16)
+    if out is None:
+        out = np.zeros((nz, ny, nx), np.uint16)
+    else:
+        out[:] = 0
     ncand = cand.shape[0]
     candk = cand[:, 3]
 
