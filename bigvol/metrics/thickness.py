@@ -26,8 +26,11 @@ hold, :data:`_IN_MEMORY_VOXELS`, runs the same kernels on arrays in memory inste
    of parabolas along x: Meijster et al. 2000), a few whole slices per task (read from a
    copy of the phase mask stored in slabs of those slices where gathering them from the
    input's chunks would hold a large row of chunks).
-2. **Along z, and centres**: the exact 3D EDT is the lower envelope along z of those
-   squared distances (Felzenszwalb & Huttenlocher 2012): whole columns per task, no halo.
+2. **Along z, and centres**: the exact 3D EDT is the minimum along z of parabolas on
+   those squared distances (the lower envelope of Felzenszwalb & Huttenlocher 2012),
+   whole columns per task, no halo: taken a row of 64 columns at a time, searching
+   outwards from each slice until no column can get lower, with the envelope only for
+   columns still open 64 slices out.
    It gives ``k = floor(EDT / s)`` per voxel and the largest EDT ``R``. In the same task a
    ball contained in the ball of a voxel up to two steps away (within the column block)
    is dropped (four steps for balls of index 16 or more, which cost the painting most;
@@ -239,8 +242,8 @@ def radius_index_map(phases, phase, folder, *, voxel_size=None, cap=np.inf):
     The exact Euclidean distance transform out of core, with no halo and no bound on the
     distance known beforehand: the in-slice squared distance of whole slices
     (:func:`~bigvol.metrics._thickness_kernels.squared_in_slice`, a few slices per task),
-    written to ``folder``, then the exact 1D lower envelope along z of whole columns
-    (:func:`~bigvol.metrics._thickness_kernels.radius_index_z`). Memory
+    written to ``folder``, then the exact 1D minimum of parabolas along z of whole
+    columns (:func:`~bigvol.metrics._thickness_kernels.radius_index_z`). Memory
     per task is a few slices or a ``Z x side x side`` column block (``side`` 128, less on
     volumes deeper than 1024 slices), never the volume. The largest EDT is inf when the
     phase fills the volume.
