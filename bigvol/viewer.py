@@ -54,6 +54,12 @@ def _scale(run) -> tuple[float, float, float]:
     return tuple(v / 1000.0 for v in vs) if vs is not None else (1.0, 1.0, 1.0)
 
 
+def _axes(ndim: int = 3) -> dict:
+    """Layer keywords that name the axes ``(z, y, x)`` and their unit (the scale is in um),
+    so napari's sliders read z / y / x and its scale bar um."""
+    return {"axis_labels": ("z", "y", "x")[-ndim:], "units": ("um",) * ndim}
+
+
 def _levels(run, name) -> list[da.Array]:
     return [run.read(name)] + [run.read(p) for p in run.pyramid_levels(name)]
 
@@ -84,19 +90,19 @@ def layer_data(path) -> list[tuple]:
             levels = _levels(run, name)
             info = np.iinfo(levels[0].dtype) if levels[0].dtype.kind in "ui" else None
             out.append((levels if len(levels) > 1 else levels[0], {
-                "name": name, "scale": scale, "multiscale": len(levels) > 1,
+                "name": name, "scale": scale, "multiscale": len(levels) > 1, **_axes(),
                 "contrast_limits": (info.min, info.max) if info else (0.0, 1.0),
                 "visible": name == "normalized" or not run.is_complete("normalized"),
             }, "image"))
     if run.is_complete("uncertainty"):
         out.append((run.read("uncertainty"), {
-            "name": "uncertainty", "scale": scale, "colormap": "inferno",
+            "name": "uncertainty", "scale": scale, "colormap": "inferno", **_axes(),
             "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False}, "image"))
     for name in ("truth", "threshold", "segmentation"):
         if run.is_complete(name):
             levels = [lv.map_blocks(_shown_codes, dtype=np.uint8) for lv in _levels(run, name)]
             out.append((levels if len(levels) > 1 else levels[0], {
-                "name": name, "scale": scale, "multiscale": len(levels) > 1,
+                "name": name, "scale": scale, "multiscale": len(levels) > 1, **_axes(),
                 "colormap": label_colormap(names), "opacity": 0.5,
                 "visible": name == "segmentation",
                 "metadata": {"bigvol_run": str(run.path), "phases": names}}, "labels"))
@@ -107,6 +113,8 @@ def open_run(path, viewer, *, widget: bool = True):
     """Add the run's layers (and the labelling widget) to a napari viewer."""
     for data, kwargs, kind in layer_data(path):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
+    if viewer.dims.ndim == 3:  # napari < 0.9 does not take the viewer's from the layers'
+        viewer.dims.axis_labels = ("z", "y", "x")
     if widget:
         w = LabellingWidget(viewer, path)
         viewer.window.add_dock_widget(w, name="bigvol labelling", area="right")
@@ -159,7 +167,7 @@ def _build():
             self._build_ui()
             self.layer = viewer.add_labels(
                 np.zeros(self.shape[1:], np.uint8), name=TRAINING_LAYER,
-                scale=_scale(self.run)[1:], colormap=label_colormap(self.names))
+                scale=_scale(self.run)[1:], colormap=label_colormap(self.names), **_axes(2))
             self.layer.metadata["bigvol_run"] = str(self.run.path)
             viewer.dims.events.current_step.connect(self._on_step)
             self.load_slice(self.current_z())
@@ -336,7 +344,8 @@ def _build():
                 self.viewer.layers[PREDICTION_LAYER].data = shown
             else:
                 self.viewer.add_labels(shown, name=PREDICTION_LAYER, scale=_scale(self.run)[1:],
-                                       colormap=label_colormap(self.names), opacity=0.5)
+                                       colormap=label_colormap(self.names), opacity=0.5,
+                                       **_axes(2))
             self.say(f"predicted slice {z}")
             return codes
 

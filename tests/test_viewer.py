@@ -36,6 +36,9 @@ def test_reader_gives_the_run_layers_with_scales_and_levels(run_path, tmp_path):
     assert kind == "image" and kw["multiscale"]
     assert [d.shape for d in data] == [(6, 80, 72), (6, 40, 36), (6, 20, 18)]
     assert kw["scale"] == pytest.approx((0.05, 0.03, 0.03))
+    # every layer names its axes and the unit of its scale (sliders z / y / x, scale bar um)
+    for _, kw_, _ in layers:
+        assert kw_["axis_labels"] == ("z", "y", "x") and kw_["units"] == ("um",) * 3
     data, kw, kind = by_name["truth"]
     assert kind == "labels" and kw["metadata"]["phases"] == list(bv.store.Run.open(
         run_path).phases)
@@ -50,6 +53,8 @@ def test_paint_train_predict_and_next_slice_in_the_widget(run_path, make_napari_
     viewer = make_napari_viewer()
     widget = open_run(run_path, viewer)
     assert {"raw", "truth", TRAINING_LAYER} <= {layer.name for layer in viewer.layers}
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
+    assert [str(u) for u in viewer.layers[TRAINING_LAYER].units] == ["micrometer"] * 2
     truth = Run.open(run_path).zarr_array("truth")[...]
     layer = viewer.layers[TRAINING_LAYER]
     # paint slices 1 and 4 (with the truth, as a user would with the brush), moving the
