@@ -84,6 +84,43 @@ def test_no_path_and_absent_phase():
     assert math.isinf(r["tau"]) and r["eff_ratio"] == 0.0 and r["volume_fraction"] == 0.0
 
 
+def test_phase_without_a_face_path_is_not_run_to_the_iteration_limit():
+    # two fingers, one from each face along y, side by side but never touching: no steady
+    # flux (tau inf, eff 0), reported as converged. TauFactor alone looks for a path only
+    # when a layer's flux is exactly zero, which it never is here: it iterates to its
+    # limit and gives no number (as on a real binder phase, the NREL MATBOX cathode's)
+    from bigvol.metrics.transport import connects_faces
+
+    v = np.zeros((12, 12, 12), np.uint8)
+    v[3:9, :8, 2:5] = 1
+    v[3:9, 4:, 6:9] = 1
+    s = tf.Solver(np.ascontiguousarray(np.moveaxis(v, 1, 0)), device="cpu")
+    s.solve(verbose=False, iter_limit=2000)
+    assert not s.converged
+    assert not connects_faces(np.moveaxis(v, 1, 0))
+    r = tortuosity(v, 1, axis=1, device="cpu", iter_limit=2000)
+    assert r["converged"] and math.isinf(r["tau"]) and r["eff_ratio"] == 0.0
+    # in sub-volume mode each sub-volume counts as not percolating, not as unconverged
+    r = tortuosity(v, 1, axis=1, device="cpu", iter_limit=2000, max_voxels=1000,
+                   n_subvolumes=2)
+    assert r["method"] == "subvolumes" and r["converged"] and r["n_percolating"] == 0
+    assert math.isinf(r["tau"]) and r["eff_ratio"] == 0.0
+
+
+def test_face_path_follows_the_solver_stencil():
+    # a staircase touching along edges joins the faces for 18/26-connectivity only: no
+    # path for TauFactor's face stencil; widened by one voxel, the steps share faces
+    from bigvol.metrics.transport import connects_faces
+
+    v = np.zeros((12, 12, 12), np.uint8)
+    for y in range(12):
+        v[3:9, y, y] = 1
+    assert not connects_faces(np.moveaxis(v, 1, 0))
+    assert connects_faces(np.moveaxis(np.maximum(v, np.roll(v, 1, axis=2)), 1, 0))
+    r = tortuosity(v, 1, axis=1, device="cpu")
+    assert r["converged"] and math.isinf(r["tau"]) and r["eff_ratio"] == 0.0
+
+
 def test_bad_arguments():
     v = blobs((8, 8, 8))
     # a parameter value out of its range: ConfigError, naming the parameter
