@@ -190,17 +190,31 @@ def _add_analyze(sub) -> None:
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26))
     p.add_argument("--faces", default="both", choices=("both", "either", "low", "high"))
     p.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solve")
+    p.add_argument("--tortuosity-phases", default=None, metavar="PHASE[,PHASE]",
+                   help="phases whose tortuosity is solved, by name or code (default 1; "
+                   "the pores for a liquid-electrolyte electrode)")
+
+
+def _tortuosity_line(r: dict) -> str:
+    if not r.get("converged"):
+        return "not converged within the iteration limit (null in metrics.json)"
+    if r.get("tau") is None:
+        return "no path between the faces (eff ratio 0)"
+    return f"tau {r['tau']:.4f}, eff ratio {r['eff_ratio']:.4f}"
 
 
 def _cmd_analyze(args) -> int:
     from .pipeline import analyze_run
 
+    phases = None if args.tortuosity_phases is None else args.tortuosity_phases.split(",")
     m, paths = analyze_run(args.run, axis=args.axis, connectivity=args.connectivity,
                            faces=args.faces, tortuosity=not args.no_tortuosity,
-                           scheduler=args.scheduler)
+                           tortuosity_phases=phases, scheduler=args.scheduler)
     for what in ("volume_fractions", "isolated_fraction"):
         for name, v in m.get(what, {}).items():
             print(f"{what.replace('_', ' ').rstrip('s'):<18}{name:<18} {v:.4f}")
+    for name, r in m.get("tortuosity", {}).items():
+        print(f"{'tortuosity':<18}{name:<18} {_tortuosity_line(r)}")
     print(f"metrics: {paths['metrics_json']}, {paths['metrics_csv']}")
     return 0
 

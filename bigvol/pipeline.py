@@ -305,19 +305,41 @@ def demo_config(out) -> dict:
 
 
 def analyze_run(run_path, *, axis=1, connectivity=26, faces="both", tortuosity=True,
-                scheduler="threads", progress=False):
+                tortuosity_phases=None, scheduler="threads", progress=False):
     """``bigvol analyze``: the metrics stage alone on an existing run store with a
-    segmentation; writes metrics.json / metrics.csv beside it. Returns ``(metrics, paths)``."""
+    segmentation; writes metrics.json / metrics.csv beside it. Returns ``(metrics, paths)``.
+
+    ``tortuosity_phases``: the phases whose tortuosity is solved, by name or code (default
+    code 1, the solid electrolyte; the pores carry the ions of a liquid-electrolyte cell)."""
     from .config import AnalyzeConfig
 
     if not Path(run_path).exists():
         raise InputError(f"no run store at {run_path}")
-    a = AnalyzeConfig(axis=axis, connectivity=connectivity, faces=faces,
-                      tortuosity={"enabled": bool(tortuosity)})
     with compute_context(scheduler):
         r = Run.open(run_path, mode="r+")
+        tort = {"enabled": bool(tortuosity)}
+        if tortuosity_phases is not None:
+            tort["phases"] = phase_codes(tortuosity_phases, r.phases, "tortuosity phases")
+        a = AnalyzeConfig(axis=axis, connectivity=connectivity, faces=faces, tortuosity=tort)
         stages.analyze(r, a, progress=progress)
         return write_metrics(r), r.paths
+
+
+def phase_codes(items, names, what: str) -> list[int]:
+    """Phase codes from names (any case) or codes, e.g. ``["pore", "2"]`` -> ``[0, 2]``; an
+    unknown one is an :class:`InputError` that lists the run's phases."""
+    lower = [n.lower() for n in names]
+    out = []
+    for item in items:
+        key = str(item).strip()
+        if key.lower() in lower:
+            out.append(lower.index(key.lower()))
+        elif key.isdigit() and int(key) < len(names):
+            out.append(int(key))
+        else:
+            known = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+            raise InputError(f"{what}: no phase {key!r} in this run (its phases: {known})")
+    return out
 
 
 def run(config, *, overrides: dict | None = None, progress: bool = True) -> Path:

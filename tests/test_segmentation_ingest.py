@@ -132,3 +132,29 @@ def test_phases_are_refused_on_the_raw_image(tmp_path, electrode):
     _, f = electrode
     with pytest.raises(ConfigError, match="name='segmentation'"):
         bv.ingest(f, tmp_path / "r.zarr", phases="pore,cbd,nmc")
+
+
+def test_analyze_solves_the_tortuosity_of_the_phases_named_on_the_command_line(
+        tmp_path, capsys):
+    # a liquid-electrolyte electrode: the ions move through the pores, not phase 1; the
+    # CLI takes the phases by name, and a name the run does not have is refused, naming
+    # the run's phases, before anything is written
+    rng = np.random.default_rng(5)
+    v = rng.choice(np.array([0, 1, 2], np.uint8), (20, 20, 20), p=[0.6, 0.1, 0.3])
+    f = tmp_path / "seg.tif"
+    tifffile.imwrite(f, v)
+    run_path = tmp_path / "cell.zarr"
+    assert cli(["ingest", str(f), str(run_path), "--name", "segmentation",
+                "--phases", "pore,cbd,nmc"]) == 0
+    assert cli(["analyze", str(run_path), "--tortuosity-phases", "Pore,2"]) == 0
+    out = capsys.readouterr().out
+    disk = json.loads(Run.open(run_path).paths["metrics_json"].read_text())
+    assert set(disk["tortuosity"]) == {"pore", "nmc"}
+    want = bv.metrics.tortuosity(v, 0, axis=1, device="cpu")
+    assert disk["tortuosity"]["pore"]["tau"] == pytest.approx(want["tau"], rel=1e-6)
+    assert f"tau {want['tau']:.4f}" in out.split("tortuosity        pore")[1].splitlines()[0]
+    before = Run.open(run_path).paths["metrics_json"].read_text()
+    assert cli(["analyze", str(run_path), "--tortuosity-phases", "electrolyte"]) == 2
+    err = capsys.readouterr().err
+    assert "'electrolyte'" in err and "0=pore, 1=cbd, 2=nmc" in err
+    assert Run.open(run_path).paths["metrics_json"].read_text() == before
