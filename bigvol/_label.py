@@ -46,7 +46,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .errors import ConfigError, InputError
-from .validate import as_volume, check_connectivity
+from .validate import as_volume, check_connectivity, phase_code
 
 __all__ = ["label", "write_labels"]
 
@@ -476,15 +476,7 @@ def _resolve_phase(run, phase):
     """``(select, array name)`` of a phase code, a phase name or ``"all"``."""
     names = run.phases
     if isinstance(phase, str) and phase != "all":
-        if phase.strip().lstrip("-").isdigit():
-            phase = int(phase)
-        elif phase in names:
-            phase = names.index(phase)
-        else:
-            raise ConfigError(
-                f"phase must be a phase code, one of the run's phase names {names} or 'all', "
-                f"got {phase!r}"
-            )
+        phase = phase_code(phase, names, bounded=False)
     if phase == "all":
         return "all", "labels/all"
     if isinstance(phase, (bool, np.bool_)) or not isinstance(phase, numbers.Integral):

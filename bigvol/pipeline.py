@@ -39,6 +39,7 @@ from .options import PredictOptions
 from .record import write_metrics
 from .stages import note, runlog
 from .store import Run
+from .validate import phase_code
 
 log = logging.getLogger(__name__)
 
@@ -319,27 +320,11 @@ def analyze_run(run_path, *, axis=1, connectivity=26, faces="both", tortuosity=T
         r = Run.open(run_path, mode="r+")
         tort = {"enabled": bool(tortuosity)}
         if tortuosity_phases is not None:
-            tort["phases"] = phase_codes(tortuosity_phases, r.phases, "tortuosity phases")
+            tort["phases"] = [phase_code(p, r.phases, where="--tortuosity-phases")
+                              for p in tortuosity_phases]
         a = AnalyzeConfig(axis=axis, connectivity=connectivity, faces=faces, tortuosity=tort)
         stages.analyze(r, a, progress=progress)
         return write_metrics(r), r.paths
-
-
-def phase_codes(items, names, what: str) -> list[int]:
-    """Phase codes from names (any case) or codes, e.g. ``["pore", "2"]`` -> ``[0, 2]``; an
-    unknown one is an :class:`InputError` that lists the run's phases."""
-    lower = [n.lower() for n in names]
-    out = []
-    for item in items:
-        key = str(item).strip()
-        if key.lower() in lower:
-            out.append(lower.index(key.lower()))
-        elif key.isdigit() and int(key) < len(names):
-            out.append(int(key))
-        else:
-            known = ", ".join(f"{i}={n}" for i, n in enumerate(names))
-            raise InputError(f"{what}: no phase {key!r} in this run (its phases: {known})")
-    return out
 
 
 def run(config, *, overrides: dict | None = None, progress: bool = True) -> Path:

@@ -153,6 +153,26 @@ def check_phase_names(names, *, where: str = "phases") -> list[str]:
     return out
 
 
+def phase_code(phase, names, *, where: str = "phase", bounded: bool = True) -> int:
+    """The code of ``phase``: an integer code, its digits, or one of the run's ``names``
+    (index = code; exact match first, then any case). ``bounded``: the code must name one of
+    ``names``. Anything else is a :class:`ConfigError` that lists the run's phases."""
+    key = phase.strip() if isinstance(phase, str) else phase
+    if isinstance(key, str):
+        lower = [n.lower() for n in names]
+        if key in names:
+            return list(names).index(key)
+        if key.lower() in lower:
+            return lower.index(key.lower())
+        if key.lstrip("-").isdigit():
+            key = int(key)
+    if _is_int(key) and (not bounded or 0 <= key < len(names)):
+        return int(key)
+    known = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+    raise ConfigError(f"{where} must be a phase code or one of the run's phases ({known}), "
+                      f"got {phase!r}")
+
+
 __all__ = ["as_stack", "as_volume", "cast_to", "check_phase", "check_axis",
            "check_connectivity", "check_choice", "check_voxel_size", "voxel_spacing",
-           "check_phase_names"]
+           "check_phase_names", "phase_code"]
